@@ -1,0 +1,71 @@
+# Set-up, main job and tests of kerasmuon. Each target installs what it needs
+# on a fresh Debian 12 or 13 machine and skips what is already done:
+#   make train   train a character-level transformer from R, Muon against AdamW
+#   make test    pytest for the Python module, then testthat for the R package
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+RLIB := $(ROOT)/.Rlib
+STAMPS := $(ROOT)/.setup
+RESULTS := $(ROOT)/results
+
+export RETICULATE_PYTHON := $(VENV)/bin/python
+export R_LIBS_USER := $(RLIB)
+export TF_CPP_MIN_LOG_LEVEL := 2
+export KERAS_BACKEND ?= tensorflow
+
+DEBIAN_PACKAGES := r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2 \
+  r-cran-knitr r-cran-rmarkdown r-cran-rcmdcheck pandoc
+R_PACKAGES := reticulate testthat roxygen2 knitr rmarkdown rcmdcheck
+PACKAGE_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*')
+
+.PHONY: train test test-python test-r setup document clean
+
+train: $(STAMPS)/package
+	mkdir -p $(RESULTS)
+	Rscript inst/scripts/train-char-transformer.R $(RESULTS)
+
+test: test-python test-r
+
+test-python: $(STAMPS)/python
+	cd python && $(VENV)/bin/python -m pytest
+
+test-r: $(STAMPS)/package
+	Rscript tools/run-testthat.R
+
+setup: $(STAMPS)/package
+
+document: $(STAMPS)/debian
+	Rscript -e 'roxygen2::roxygenise()'
+
+# Debian's R packages, installed only when one of them is missing; CRAN is
+# not reachable from these machines.
+$(STAMPS)/debian:
+	mkdir -p $(STAMPS)
+	if ! Rscript -e 'quit(status = !all(sapply(commandArgs(TRUE), requireNamespace, quietly = TRUE)))' \
+	    $(R_PACKAGES) 2>/dev/null; then \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(DEBIAN_PACKAGES); \
+	fi
+	touch $@
+
+# A virtual environment inside the checkout. reticulate before 1.39 cannot
+# exchange arrays with numpy 2, so numpy is pinned below 2 there.
+$(STAMPS)/python: python/requirements.txt $(STAMPS)/debian
+	[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	numpy=$$(Rscript -e 'cat(if (packageVersion("reticulate") < "1.39") "numpy<2" else "numpy>=2")'); \
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r python/requirements.txt "$$numpy"
+	touch $@
+
+$(STAMPS)/package: $(PACKAGE_SOURCES) $(STAMPS)/python
+	mkdir -p $(RLIB)
+	R CMD INSTALL --no-test-load --library=$(RLIB) . > $(STAMPS)/install.log 2>&1 \
+	  || { cat $(STAMPS)/install.log; exit 1; }
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(RLIB) $(STAMPS) $(RESULTS)

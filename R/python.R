@@ -1,0 +1,65 @@
+# The bundled Python module, imported on first use so that the package
+# attaches on a machine without Python.
+.python <- new.env(parent = emptyenv())
+
+#' Import the bundled Python module
+#'
+#' Starts Python on first use. `RETICULATE_PYTHON` is honoured; without it,
+#' and with no Python started yet, the `r-keras` virtual environment that
+#' keras3's `install_keras()` creates is used when it exists.
+#'
+#' @returns The `kerasmuon` Python module.
+#' @noRd
+kerasmuon_module <- function() {
+  if (!is.null(.python$module)) {
+    return(.python$module)
+  }
+
+  use_r_keras_environment()
+  if (!reticulate::py_available(initialize = TRUE)) {
+    stop(python_missing_message("Python could not be found."), call. = FALSE)
+  }
+  if (!reticulate::py_module_available("keras")) {
+    python <- reticulate::py_config()$python
+    stop(python_missing_message(sprintf(
+      "The Python module 'keras' is not installed in %s.", python
+    )), call. = FALSE)
+  }
+
+  path <- system.file("python", package = "kerasmuon", mustWork = TRUE)
+  .python$module <- reticulate::import_from_path("kerasmuon", path = path)
+  .python$module
+}
+
+use_r_keras_environment <- function() {
+  chosen <- nzchar(Sys.getenv("RETICULATE_PYTHON")) ||
+    reticulate::py_available(initialize = FALSE)
+  if (!chosen && reticulate::virtualenv_exists("r-keras")) {
+    reticulate::use_virtualenv("r-keras", required = FALSE)
+  }
+}
+
+python_missing_message <- function(problem) {
+  paste(
+    problem,
+    "kerasmuon needs Python with 'keras' (>= 3.0) and a backend.",
+    "Install them, for example with",
+    "`pip install keras tensorflow-cpu` in a virtual environment,",
+    "then point reticulate at that Python with",
+    "Sys.setenv(RETICULATE_PYTHON = \"/path/to/venv/bin/python\")",
+    "before calling kerasmuon.",
+    sep = "\n"
+  )
+}
+
+# TRUE when the bundled module imports, so examples and tests can be skipped
+# on machines without Python and keras.
+python_ready <- function() {
+  tryCatch(
+    {
+      kerasmuon_module()
+      TRUE
+    },
+    error = function(e) FALSE
+  )
+}

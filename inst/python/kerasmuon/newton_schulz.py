@@ -1,0 +1,64 @@
+"""The orthogonalized Muon update, written with `keras.ops` only."""
+
+import math
+
+from keras import backend, ops
+
+# Low-precision variables are orthogonalized in float32, because the
+# quintic iteration loses its accuracy in 16-bit arithmetic.
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def orthogonalize(matrix, coefficients, steps):
+    """Run `steps` quintic Newton-Schulz iterations on a 2D tensor.
+
+    The input is transposed when it has more rows than columns, so that the
+    Gram matrix is the smaller of the two, and transposed back at the end.
+    """
+    a, b, c = coefficients
+    rows, columns = matrix.shape
+    transposed = rows > columns
+    if transposed:
+        matrix = ops.transpose(matrix)
+
+    x = _normalize_frobenius(matrix)
+    for _ in range(steps):
+        gram = ops.matmul(x, ops.transpose(x))
+        polynomial = b * gram + c * ops.matmul(gram, gram)
+        x = a * x + ops.matmul(polynomial, x)
+
+    if transposed:
+        x = ops.transpose(x)
+    return x
+
+
+def muon_update(direction, view, coefficients, steps):
+    """Return the scaled, orthogonalized update for a variable.
+
+    `direction` has the variable's shape and dtype; `view` is its
+    `(fan_in, fan_out)` matrix view. The result has the same shape and dtype,
+    scaled by sqrt(max(1, fan_out / fan_in)).
+    """
+    dtype = backend.standardize_dtype(direction.dtype)
+    compute_dtype = "float32" if dtype in _LOW_PRECISION else dtype
+    fan_in, fan_out = view
+
+    matrix = ops.reshape(ops.cast(direction, compute_dtype), view)
+    update = orthogonalize(matrix, coefficients, steps)
+
+    scale = math.sqrt(max(1.0, fan_out / fan_in))
+    update = ops.reshape(update * scale, direction.shape)
+    return ops.cast(update, dtype)
+
+
+def _normalize_frobenius(x):
+    """Divide by the Frobenius norm, keeping a zero matrix zero.
+
+    Dividing by the largest magnitude first keeps the squares in range, so
+    entries near 1e-30 or 1e30 in float32 neither underflow nor overflow.
+    """
+    peak = ops.max(ops.abs(x))
+    x = x / ops.where(peak > 0, peak, ops.ones_like(peak))
+    norm = ops.sqrt(ops.sum(ops.square(x)))
+    return x / ops.where(norm > 0, norm, ops.ones_like(norm))
+

@@ -1,0 +1,228 @@
+"""The `kerasmuon.Muon` optimizer."""
+
+import keras
+from keras import ops
+
+from kerasmuon import routing
+from kerasmuon import validation
+from kerasmuon.newton_schulz import muon_update
+
+
+@keras.saving.register_keras_serializable(package="kerasmuon")
+class Muon(keras.optimizers.Optimizer):
+    """Muon for weight matrices, AdamW for every other variable.
+
+    When the optimizer is built, each variable is routed once: variables whose
+    rank is not 2, 3 or 4, biases, Embedding tables (with
+    `exclude_embeddings=True`), variables whose path matches an entry of
+    `exclude_layers`, and kernels whose matrix view has a side of length 1
+    take the AdamW step; every other variable takes the Muon step. See
+    `kerasmuon.routing.matrix_view()` for how 3D and 4D kernels are viewed as
+    matrices.
+
+    The Muon step keeps a momentum buffer `m`, forms `u = g + momentum * m`
+    (Nesterov) or `u = m`, orthogonalizes `u` with `ns_steps` quintic
+    Newton-Schulz iterations, scales it by `sqrt(max(1, fan_out / fan_in))`
+    and subtracts `learning_rate` times the result. The AdamW step is
+    Adam with bias correction at learning rate
+    `learning_rate * adam_lr_ratio`. Weight decay is decoupled and uses the
+    learning rate of the variable's own step.
+
+    Args:
+        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule`
+            or a callable of no arguments. The Muon step's learning rate.
+            Defaults to `0.001`.
+        adam_beta_1: Decay rate of the AdamW first moment. Defaults to `0.9`.
+        adam_beta_2: Decay rate of the AdamW second moment. Defaults to `0.999`.
+        epsilon: Added to the AdamW denominator. Defaults to `1e-7`.
+        weight_decay: Decoupled weight decay rate, or `None` for none.
+            Defaults to `0.1`.
+        exclude_layers: A regular expression or a list of them; a variable
+            whose path matches any of them takes the AdamW step. A single
+            string is one pattern. Defaults to `None`.
+        exclude_embeddings: Whether Embedding tables take the AdamW step.
+            Defaults to `True`.
+        muon_a, muon_b, muon_c: Coefficients of the quintic Newton-Schulz
+            iteration. Default to `3.4445`, `-4.775` and `2.0315`.
+        adam_lr_ratio: The AdamW learning rate as a fraction of
+            `learning_rate`. Defaults to `0.1`.
+        momentum: Momentum of the Muon step, in [0, 1). Defaults to `0.95`.
+        ns_steps: Number of Newton-Schulz iterations. Defaults to `6`.
+        nesterov: Whether the Muon step uses Nesterov momentum.
+            Defaults to `True`.
+        clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor,
+        gradient_accumulation_steps, name: As for `keras.optimizers.Optimizer`.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        adam_beta_1=0.9,
+        adam_beta_2=0.999,
+        epsilon=1e-7,
+        weight_decay=0.1,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name="muon",
+        exclude_layers=None,
+        exclude_embeddings=True,
+        muon_a=3.4445,
+        muon_b=-4.775,
+        muon_c=2.0315,
+        adam_lr_ratio=0.1,
+        momentum=0.95,
+        ns_steps=6,
+        nesterov=True,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name,
+            **kwargs,
+        )
+        validation.check_float("adam_beta_1", adam_beta_1, 0, 1, high_open=True)
+        validation.check_float("adam_beta_2", adam_beta_2, 0, 1, high_open=True)
+        validation.check_float("epsilon", epsilon, 0, low_open=True)
+        if weight_decay is not None:
+            validation.check_float("weight_decay", weight_decay, 0)
+        validation.check_bool("exclude_embeddings", exclude_embeddings)
+        validation.check_float("muon_a", muon_a)
+        validation.check_float("muon_b", muon_b)
+        validation.check_float("muon_c", muon_c)
+        validation.check_float("adam_lr_ratio", adam_lr_ratio, 0)
+        validation.check_float("momentum", momentum, 0, 1, high_open=True)
+        validation.check_int("ns_steps", ns_steps, 1)
+        validation.check_bool("nesterov", nesterov)
+
+        self.adam_beta_1 = adam_beta_1
+        self.adam_beta_2 = adam_beta_2
+        self.epsilon = epsilon
+        self.exclude_layers = routing.as_pattern_list(exclude_layers)
+        self.exclude_embeddings = exclude_embeddings
+        self.muon_a = muon_a
+        self.muon_b = muon_b
+        self.muon_c = muon_c
+        self.adam_lr_ratio = adam_lr_ratio
+        self.momentum = momentum
+        self.ns_steps = ns_steps
+        self.nesterov = nesterov
+        self._patterns = routing.compile_patterns(self.exclude_layers)
+
+    def route(self, variable):
+        """Return the `kerasmuon.routing.Route` this optimizer gives `variable`."""
+        return routing.route_variable(
+            variable, self._patterns, self.exclude_embeddings
+        )
+
+    def build(self, var_list):
+        """Route every variable and create its optimizer state.
+
+        Every variable gets a momentum buffer; variables on the AdamW step
+        also get a velocity buffer.
+        """
+        if self.built:
+            return
+        super().build(var_list)
+
+        self._routes = tuple(self.route(variable) for variable in var_list)
+        self._momentums = [None] * len(var_list)
+        self._velocities = [None] * len(var_list)
+        for index, variable in enumerate(var_list):
+            if self._overwrite_variable_with_gradient(variable):
+                continue
+            self._momentums[index] = self.add_variable_from_reference(
+                variable, name="momentum"
+            )
+            if self._routes[index].step == routing.ADAMW:
+                self._velocities[index] = self.add_variable_from_reference(
+                    variable, name="velocity"
+                )
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Apply weight decay and the variable's own step."""
+        index = self._get_variable_index(variable)
+        route = self._routes[index]
+        gradient = ops.cast(gradient, variable.dtype)
+
+        if route.step == routing.MUON:
+            step_lr = ops.cast(learning_rate, variable.dtype)
+            update = self._muon_direction(gradient, index, route.matrix_view)
+        else:
+            step_lr = ops.cast(learning_rate * self.adam_lr_ratio, variable.dtype)
+            update = self._adamw_direction(gradient, index, variable.dtype)
+
+        new_value = variable - step_lr * update
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            decay = ops.cast(self.weight_decay, variable.dtype)
+            new_value = new_value - variable * decay * step_lr
+        self.assign(variable, new_value)
+
+    def _muon_direction(self, gradient, index, view):
+        buffer = self._momentums[index]
+        new_buffer = self.momentum * buffer + gradient
+        self.assign(buffer, new_buffer)
+
+        if self.nesterov:
+            direction = gradient + self.momentum * new_buffer
+        else:
+            direction = new_buffer
+        coefficients = (self.muon_a, self.muon_b, self.muon_c)
+        return muon_update(direction, view, coefficients, self.ns_steps)
+
+    def _adamw_direction(self, gradient, index, dtype):
+        first_moment = self._momentums[index]
+        second_moment = self._velocities[index]
+        new_first = first_moment + (gradient - first_moment) * (1 - self.adam_beta_1)
+        new_second = second_moment + (ops.square(gradient) - second_moment) * (
+            1 - self.adam_beta_2
+        )
+        self.assign(first_moment, new_first)
+        self.assign(second_moment, new_second)
+
+        step = ops.cast(self.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(self.adam_beta_1, dtype), step)
+        beta_2_power = ops.power(ops.cast(self.adam_beta_2, dtype), step)
+        correction = ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        return correction * new_first / (ops.sqrt(new_second) + self.epsilon)
+
+    def _apply_weight_decay(self, variables):
+        # Weight decay is applied in update_step instead, because it uses the
+        # learning rate of each variable's own step.
+        return
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "adam_beta_1": self.adam_beta_1,
+                "adam_beta_2": self.adam_beta_2,
+                "epsilon": self.epsilon,
+                "exclude_layers": list(self.exclude_layers),
+                "exclude_embeddings": self.exclude_embeddings,
+                "muon_a": self.muon_a,
+                "muon_b": self.muon_b,
+                "muon_c": self.muon_c,
+                "adam_lr_ratio": self.adam_lr_ratio,
+                "momentum": self.momentum,
+                "ns_steps": self.ns_steps,
+                "nesterov": self.nesterov,
+            }
+        )
+        return config
+

@@ -1,0 +1,149 @@
+"""Decide which step, Muon or AdamW, each variable takes and why."""
+
+import math
+import re
+from dataclasses import dataclass
+
+MUON = "muon"
+ADAMW = "adamw"
+
+# MultiHeadAttention names its input projections so; their kernels are
+# (model_dim, heads, head_dim) and map model_dim to heads * head_dim.
+_ATTENTION_INPUT_PROJECTIONS = ("query", "key", "value")
+
+
+@dataclass(frozen=True)
+class Route:
+    """The step a variable takes, the reason, and its matrix view.
+
+    `matrix_view` is `(fan_in, fan_out)` for every variable of rank 2, 3 or
+    4, and `None` for the others.
+    """
+
+    step: str
+    reason: str
+    matrix_view: tuple = None
+
+
+def as_pattern_list(exclude_layers):
+    """Return `exclude_layers` as a list of strings; one string is one pattern."""
+    if exclude_layers is None:
+        return []
+    if isinstance(exclude_layers, str):
+        return [exclude_layers]
+    if not isinstance(exclude_layers, (list, tuple)):
+        raise TypeError(
+            "Argument `exclude_layers` must be a string, a list of strings "
+            f"or None. Received: exclude_layers={exclude_layers!r} "
+            f"of type {type(exclude_layers).__name__}"
+        )
+
+    for pattern in exclude_layers:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                "Every entry of `exclude_layers` must be a string. "
+                f"Received: {pattern!r} of type {type(pattern).__name__} "
+                f"in exclude_layers={exclude_layers!r}"
+            )
+    return list(exclude_layers)
+
+
+def compile_patterns(patterns):
+    """Compile a list of strings into regular expressions, naming a bad one."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise ValueError(
+                "Every entry of `exclude_layers` must be a valid regular "
+                f"expression. Received: {pattern!r}, which fails to compile: "
+                f"{error}"
+            ) from None
+    return tuple(compiled)
+
+
+def matrix_view(shape, path):
+    """Return the `(fan_in, fan_out)` matrix a kernel of this shape holds.
+
+    A rank-2 kernel is used as it is. A rank-3 kernel of a layer named
+    `query`, `key` or `value` (MultiHeadAttention's input projections,
+    shaped (d, heads, head_dim)) is (d, heads * head_dim). Every other
+    rank-3 or rank-4 kernel, such as Conv1D and Conv2D kernels shaped
+    (..., in, out) and MultiHeadAttention's output kernel shaped
+    (heads, head_dim, d), is (product of all axes but the last, last).
+    Returns `None` for other ranks.
+    """
+    shape = tuple(int(size) for size in shape)
+    if len(shape) == 2:
+        return shape
+    if len(shape) == 3 and _layer_name(path) in _ATTENTION_INPUT_PROJECTIONS:
+        return (shape[0], shape[1] * shape[2])
+    if len(shape) in (3, 4):
+        return (math.prod(shape[:-1]), shape[-1])
+    return None
+
+
+def route_variable(variable, patterns, exclude_embeddings):
+    """Return the `Route` of one variable, applying the rules in order."""
+    shape = tuple(variable.shape)
+    path = variable.path
+    name = variable.name
+
+    if len(shape) not in (2, 3, 4):
+        return Route(ADAMW, f"rank {len(shape)}")
+    view = matrix_view(shape, path)
+    if name == "bias":
+        return Route(ADAMW, "bias", view)
+    if exclude_embeddings and name == "embeddings":
+        return Route(ADAMW, "embedding", view)
+    for pattern in patterns:
+        if pattern.search(path):
+            return Route(ADAMW, f"excluded by '{pattern.pattern}'", view)
+    if min(view) <= 1:
+        return Route(ADAMW, f"matrix view {view} has a side of length {min(view)}", view)
+    return Route(MUON, "weight matrix", view)
+
+
+def _layer_name(path):
+    parts = path.split("/")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def routing_table(model, optimizer=None):
+    """List the route of each trainable variable of `model`.
+
+    Returns one dict per variable, in the model's order, with the keys
+    `path`, `shape`, `matrix_view`, `step` and `reason`. Without an
+    optimizer, the rules of a default `kerasmuon.Muon` apply.
+    """
+    if optimizer is None:
+        decide = lambda variable: route_variable(variable, (), True)
+    else:
+        decide = _muon_of(optimizer).route
+
+    rows = []
+    for variable in model.trainable_variables:
+        route = decide(variable)
+        rows.append(
+            {
+                "path": variable.path,
+                "shape": tuple(int(size) for size in variable.shape),
+                "matrix_view": route.matrix_view,
+                "step": route.step,
+                "reason": route.reason,
+            }
+        )
+    return rows
+
+
+def _muon_of(optimizer):
+    """Return the kerasmuon optimizer, unwrapping a LossScaleOptimizer."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not hasattr(inner, "route"):
+        raise TypeError(
+            "Argument `optimizer` must be a `kerasmuon.Muon` optimizer or "
+            "None. Received: optimizer of type "
+            f"{type(optimizer).__name__}"
+        )
+    return inner
