@@ -18,6 +18,9 @@ describe_value <- function(x) {
   if (is.function(x)) {
     return("a function")
   }
+  if (is.list(x)) {
+    return(sprintf("a list of length %d", length(x)))
+  }
   if (length(x) != 1) {
     return(sprintf("%s vector of length %d", with_article(typeof_vector(x)), length(x)))
   }
@@ -34,7 +37,7 @@ describe_value <- function(x) {
 }
 
 typeof_vector <- function(x) {
-  if (is.factor(x)) "factor" else if (is.list(x)) "list" else paste(typeof(x))
+  if (is.factor(x)) "factor" else typeof(x)
 }
 
 with_article <- function(noun) {
@@ -136,6 +139,15 @@ check_patterns <- function(x, arg, call) {
 }
 
 check_learning_rate <- function(x, arg, call) {
+  must <- "a positive number, a Keras LearningRateSchedule or a function of no arguments"
+
+  # Callable Python objects are R functions too, so they are told apart first.
+  if (inherits(x, "python.builtin.object")) {
+    if (!any(grepl("LearningRateSchedule$", class(x)))) {
+      abort_argument(arg, must, x, call)
+    }
+    return(invisible(x))
+  }
   if (is.function(x)) {
     required <- vapply(formals(x), function(value) identical(value, quote(expr = )), logical(1))
     if (any(required)) {
@@ -143,14 +155,8 @@ check_learning_rate <- function(x, arg, call) {
     }
     return(invisible(x))
   }
-  if (inherits(x, "python.builtin.object")) {
-    if (!any(grepl("LearningRateSchedule$", class(x)))) {
-      abort_argument(arg, "a positive number, a Keras LearningRateSchedule or a function of no arguments", x, call)
-    }
-    return(invisible(x))
-  }
   if (!(is_number(x) && x > 0)) {
-    abort_argument(arg, "a positive number, a Keras LearningRateSchedule or a function of no arguments", x, call)
+    abort_argument(arg, must, x, call)
   }
   invisible(x)
 }

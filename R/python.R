@@ -16,8 +16,13 @@ kerasmuon_module <- function() {
   }
 
   use_r_keras_environment()
-  if (!reticulate::py_available(initialize = TRUE)) {
-    stop(python_missing_message("Python could not be found."), call. = FALSE)
+  started <- tryCatch(
+    reticulate::py_available(initialize = TRUE),
+    error = function(e) conditionMessage(e)
+  )
+  if (!isTRUE(started)) {
+    problem <- if (is.character(started)) started else "No Python could be found."
+    stop(python_missing_message(paste("Python failed to start:", problem)), call. = FALSE)
   }
   if (!reticulate::py_module_available("keras")) {
     python <- reticulate::py_config()$python

@@ -12,13 +12,13 @@ from kerasmuon.newton_schulz import muon_update
 class Muon(keras.optimizers.Optimizer):
     """Muon for weight matrices, AdamW for every other variable.
 
-    When the optimizer is built, each variable is routed once: variables whose
-    rank is not 2, 3 or 4, biases, Embedding tables (with
-    `exclude_embeddings=True`), variables whose path matches an entry of
-    `exclude_layers`, and kernels whose matrix view has a side of length 1
-    take the AdamW step; every other variable takes the Muon step. See
-    `kerasmuon.routing.matrix_view()` for how 3D and 4D kernels are viewed as
-    matrices.
+    Each variable is routed once, when the optimizer is built. These take the
+    AdamW step: variables whose rank is not 2, 3 or 4, biases, Embedding
+    tables (with `exclude_embeddings=True`), variables whose path matches an
+    entry of `exclude_layers`, and kernels whose matrix view has a side of
+    length 1. Every other variable takes the Muon step. See
+    `kerasmuon.routing.matrix_view()` for how 3D and 4D kernels are viewed
+    as matrices.
 
     The Muon step keeps a momentum buffer `m`, forms `u = g + momentum * m`
     (Nesterov) or `u = m`, orthogonalizes `u` with `ns_steps` quintic

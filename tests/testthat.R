@@ -1,0 +1,4 @@
+library(testthat)
+library(kerasmuon)
+
+test_check("kerasmuon")
