@@ -1,7 +1,7 @@
 # Set-up, main job and tests of kerasmuon. Each target installs what it needs
 # on a fresh Debian 12 or 13 machine and skips what is already done:
 #   make train   train a character-level transformer from R, Muon against AdamW
-#   make test    pytest for the Python module, then testthat for the R package
+#   make test    pytest on each Keras backend, then testthat for the R package
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -29,8 +29,15 @@ train: $(STAMPS)/package
 
 test: test-python test-r
 
+# Each Keras backend runs the whole suite in a process of its own, because
+# Keras picks its backend once per process.
+BACKENDS := tensorflow jax torch
+
 test-python: $(STAMPS)/python
-	cd python && $(VENV)/bin/python -m pytest
+	@cd python && for backend in $(BACKENDS); do \
+	  echo "pytest on the $$backend backend"; \
+	  KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest -p no:cacheprovider || exit 1; \
+	done
 
 test-r: $(STAMPS)/package
 	Rscript tools/run-testthat.R

@@ -124,11 +124,27 @@ class Muon(keras.optimizers.Optimizer):
         self.nesterov = nesterov
         self._patterns = routing.compile_patterns(self.exclude_layers)
 
-    def route(self, variable):
-        """Return the `kerasmuon.routing.Route` this optimizer gives `variable`."""
-        return routing.route_variable(
-            variable, self._patterns, self.exclude_embeddings
+    def routes(self, variables):
+        """Return the `kerasmuon.routing.Route` of each of `variables`.
+
+        The list is read as one model's variables, which is how
+        MultiHeadAttention projections are recognised.
+        """
+        return routing.route_variables(
+            list(variables), self._patterns, self.exclude_embeddings
         )
+
+    def route(self, variable):
+        """Return the `kerasmuon.routing.Route` of a single variable.
+
+        Once built, the optimizer returns the route it uses. Before that the
+        variable is routed on its own, so a MultiHeadAttention projection
+        kernel, whose layer cannot be recognised from it alone, gets the
+        general view of rank-3 kernels.
+        """
+        if self.built and self._var_key(variable) in self._trainable_variables_indices:
+            return self._routes[self._get_variable_index(variable)]
+        return self.routes([variable])[0]
 
     def build(self, var_list):
         """Route every variable and create its optimizer state.
@@ -140,7 +156,7 @@ class Muon(keras.optimizers.Optimizer):
             return
         super().build(var_list)
 
-        self._routes = tuple(self.route(variable) for variable in var_list)
+        self._routes = tuple(self.routes(var_list))
         self._momentums = [None] * len(var_list)
         self._velocities = [None] * len(var_list)
         for index, variable in enumerate(var_list):

@@ -8,8 +8,10 @@ MUON = "muon"
 ADAMW = "adamw"
 
 # MultiHeadAttention names its input projections so; their kernels are
-# (model_dim, heads, head_dim) and map model_dim to heads * head_dim.
-_ATTENTION_INPUT_PROJECTIONS = ("query", "key", "value")
+# (model_dim, heads, head_dim) and map model_dim to heads * head_dim. Its
+# output projection, named `attention_output`, marks the layer as one.
+_ATTENTION_INPUT_PROJECTIONS = ("query", "key", "value", "gate")
+_ATTENTION_OUTPUT_KERNEL = "/attention_output/kernel"
 
 
 @dataclass(frozen=True)
@@ -63,28 +65,42 @@ def compile_patterns(patterns):
     return tuple(compiled)
 
 
-def matrix_view(shape, path):
+def attention_layer_paths(variables):
+    """Return the paths of the MultiHeadAttention layers among `variables`.
+
+    A layer counts as one when it holds a rank-3 `attention_output/kernel`,
+    so a Conv1D layer that happens to be named `query` is not mistaken for
+    an attention projection.
+    """
+    return frozenset(
+        variable.path[: -len(_ATTENTION_OUTPUT_KERNEL)]
+        for variable in variables
+        if variable.path.endswith(_ATTENTION_OUTPUT_KERNEL) and len(variable.shape) == 3
+    )
+
+
+def matrix_view(shape, path, attention_layers=frozenset()):
     """Return the `(fan_in, fan_out)` matrix a kernel of this shape holds.
 
-    A rank-2 kernel is used as it is. A rank-3 kernel of a layer named
-    `query`, `key` or `value` (MultiHeadAttention's input projections,
-    shaped (d, heads, head_dim)) is (d, heads * head_dim). Every other
-    rank-3 or rank-4 kernel, such as Conv1D and Conv2D kernels shaped
-    (..., in, out) and MultiHeadAttention's output kernel shaped
-    (heads, head_dim, d), is (product of all axes but the last, last).
-    Returns `None` for other ranks.
+    A rank-2 kernel is used as it is. The rank-3 `query`, `key`, `value` and
+    `gate` kernels of a MultiHeadAttention layer listed in
+    `attention_layers`, shaped (d, heads, head_dim), are
+    (d, heads * head_dim). Every other rank-3 or rank-4 kernel, such as
+    Conv1D and Conv2D kernels shaped (..., in, out) and MultiHeadAttention's
+    output kernel shaped (heads, head_dim, d), is
+    (product of all axes but the last, last). Returns `None` for other ranks.
     """
     shape = tuple(int(size) for size in shape)
     if len(shape) == 2:
         return shape
-    if len(shape) == 3 and _layer_name(path) in _ATTENTION_INPUT_PROJECTIONS:
+    if len(shape) == 3 and _is_attention_input(path, attention_layers):
         return (shape[0], shape[1] * shape[2])
     if len(shape) in (3, 4):
         return (math.prod(shape[:-1]), shape[-1])
     return None
 
 
-def route_variable(variable, patterns, exclude_embeddings):
+def route_variable(variable, patterns, exclude_embeddings, attention_layers=frozenset()):
     """Return the `Route` of one variable, applying the rules in order."""
     shape = tuple(variable.shape)
     path = variable.path
@@ -92,7 +108,7 @@ def route_variable(variable, patterns, exclude_embeddings):
 
     if len(shape) not in (2, 3, 4):
         return Route(ADAMW, f"rank {len(shape)}")
-    view = matrix_view(shape, path)
+    view = matrix_view(shape, path, attention_layers)
     if name == "bias":
         return Route(ADAMW, "bias", view)
     if exclude_embeddings and name == "embeddings":
@@ -105,9 +121,13 @@ def route_variable(variable, patterns, exclude_embeddings):
     return Route(MUON, "weight matrix", view)
 
 
-def _layer_name(path):
-    parts = path.split("/")
-    return parts[-2] if len(parts) >= 2 else ""
+def route_variables(variables, patterns, exclude_embeddings):
+    """Return the `Route` of each variable, seeing the list as one model."""
+    attention_layers = attention_layer_paths(variables)
+    return [
+        route_variable(variable, patterns, exclude_embeddings, attention_layers)
+        for variable in variables
+    ]
 
 
 def routing_table(model, optimizer=None):
@@ -117,14 +137,14 @@ def routing_table(model, optimizer=None):
     `path`, `shape`, `matrix_view`, `step` and `reason`. Without an
     optimizer, the rules of a default `kerasmuon.Muon` apply.
     """
+    variables = list(model.trainable_variables)
     if optimizer is None:
-        decide = lambda variable: route_variable(variable, (), True)
+        routes = route_variables(variables, (), True)
     else:
-        decide = _muon_of(optimizer).route
+        routes = _muon_of(optimizer).routes(variables)
 
     rows = []
-    for variable in model.trainable_variables:
-        route = decide(variable)
+    for variable, route in zip(variables, routes):
         rows.append(
             {
                 "path": variable.path,
@@ -140,10 +160,20 @@ def routing_table(model, optimizer=None):
 def _muon_of(optimizer):
     """Return the kerasmuon optimizer, unwrapping a LossScaleOptimizer."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    if not hasattr(inner, "route"):
+    if not hasattr(inner, "routes"):
         raise TypeError(
             "Argument `optimizer` must be a `kerasmuon.Muon` optimizer or "
             "None. Received: optimizer of type "
             f"{type(optimizer).__name__}"
         )
     return inner
+
+
+def _is_attention_input(path, attention_layers):
+    layer_path, _, variable_name = path.rpartition("/")
+    parent, _, layer_name = layer_path.rpartition("/")
+    return (
+        variable_name == "kernel"
+        and layer_name in _ATTENTION_INPUT_PROJECTIONS
+        and parent in attention_layers
+    )
