@@ -10,7 +10,7 @@ abort_argument <- function(arg, must, x, call) {
 
 describe_value <- function(x) {
   if (is.null(x)) {
-    return("NULL")
+    return("`NULL`")
   }
   if (inherits(x, "python.builtin.object")) {
     return(sprintf("a Python object of class <%s>", class(x)[[1]]))
@@ -25,7 +25,7 @@ describe_value <- function(x) {
     return(sprintf("%s vector of length %d", with_article(typeof_vector(x)), length(x)))
   }
   if (is.na(x)) {
-    return(if (is.logical(x)) "NA" else sprintf("`%s`", deparse(x)))
+    return("`NA`")
   }
   if (is.character(x)) {
     return(encodeString(x, quote = "\""))
@@ -37,7 +37,7 @@ describe_value <- function(x) {
 }
 
 typeof_vector <- function(x) {
-  if (is.factor(x)) "factor" else typeof(x)
+  if (is.factor(x)) "factor" else if (is.double(x)) "numeric" else typeof(x)
 }
 
 with_article <- function(noun) {
@@ -61,8 +61,8 @@ check_number <- function(x, arg, call, lower = -Inf, upper = Inf,
     (if (open[["lower"]]) x > lower else x >= lower) &&
     (if (open[["upper"]]) x < upper else x <= upper)
   if (!inside) {
-    must <- paste("a single number", describe_range(lower, upper, open))
-    if (allow_null) must <- paste(must, "or NULL")
+    must <- trimws(paste("a single finite number", describe_range(lower, upper, open)))
+    if (allow_null) must <- paste0(must, ", or `NULL`")
     abort_argument(arg, must, x, call)
   }
   invisible(x)
@@ -70,10 +70,10 @@ check_number <- function(x, arg, call, lower = -Inf, upper = Inf,
 
 describe_range <- function(lower, upper, open) {
   if (is.infinite(lower) && is.infinite(upper)) {
-    return("(finite)")
+    return("")
   }
   if (is.infinite(upper)) {
-    relation <- if (open[["lower"]]) "greater than" else "at least"
+    relation <- if (open[["lower"]]) "greater than" else "greater than or equal to"
     return(sprintf("%s %s", relation, format(lower)))
   }
   sprintf(
@@ -92,7 +92,7 @@ check_whole_number <- function(x, arg, call, min, allow_null = FALSE) {
     x <= .Machine$integer.max
   if (!valid) {
     must <- sprintf("a whole number of at least %d", min)
-    if (allow_null) must <- paste(must, "or NULL")
+    if (allow_null) must <- paste0(must, ", or `NULL`")
     abort_argument(arg, must, x, call)
   }
   invisible(x)
@@ -119,23 +119,37 @@ check_patterns <- function(x, arg, call) {
     return(invisible(x))
   }
   if (!is.character(x) || anyNA(x)) {
-    abort_argument(arg, "a character vector of regular expressions without NA, or NULL", x, call)
+    abort_argument(arg, "a character vector of regular expressions without `NA`, or `NULL`", x, call)
   }
 
   for (pattern in x) {
-    compiles <- tryCatch(
-      {
-        grepl(pattern, "", perl = TRUE)
-        TRUE
-      },
-      error = function(e) FALSE,
-      warning = function(w) FALSE
-    )
-    if (!compiles) {
-      abort_argument(arg, "a vector of valid regular expressions", pattern, call)
+    problem <- pcre_problem(pattern)
+    if (!is.null(problem)) {
+      message <- sprintf(
+        "Every entry of `%s` must be a valid regular expression, not %s (%s).",
+        arg, describe_value(pattern), problem
+      )
+      stop(errorCondition(message, class = "kerasmuon_invalid_argument", call = call))
     }
   }
   invisible(x)
+}
+
+# NULL when `pattern` compiles, else PCRE's reason.
+pcre_problem <- function(pattern) {
+  reason <- NULL
+  withCallingHandlers(
+    tryCatch(grepl(pattern, "", perl = TRUE), error = function(e) {
+      if (is.null(reason)) reason <<- conditionMessage(e)
+    }),
+    warning = function(w) {
+      # PCRE's warning reads "PCRE pattern compilation error\n\t'reason'\n\tat '...'".
+      quoted <- regmatches(conditionMessage(w), regexpr("'[^']*'", conditionMessage(w)))
+      reason <<- if (length(quoted) == 1) gsub("'", "", quoted) else conditionMessage(w)
+      invokeRestart("muffleWarning")
+    }
+  )
+  reason
 }
 
 check_learning_rate <- function(x, arg, call) {

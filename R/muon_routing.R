@@ -27,7 +27,7 @@ muon_routing <- function(model, optimizer = NULL) {
     abort_argument("model", "a Keras model", model, sys.call())
   }
   if (!is.null(optimizer) && !inherits(optimizer, "python.builtin.object")) {
-    abort_argument("optimizer", "an optimizer made by `optimizer_muon()` or NULL", optimizer, sys.call())
+    abort_argument("optimizer", "an optimizer made by `optimizer_muon()`, or `NULL`", optimizer, sys.call())
   }
 
   rows <- kerasmuon_module()$routing_table(model, optimizer)

@@ -1,5 +1,8 @@
 # Run the testthat suite against the installed package and finish with one
 # line "testthat: N passed, N failed, N skipped", exiting 1 on any failure.
+# Snapshot tests are skipped unless NOT_CRAN is set.
+Sys.setenv(NOT_CRAN = "true")
+
 results <- as.data.frame(testthat::test_dir(
   "tests/testthat",
   package = "kerasmuon",
