@@ -47,12 +47,10 @@ use_r_keras_environment <- function() {
 python_missing_message <- function(problem) {
   paste(
     problem,
-    "kerasmuon needs Python with 'keras' (>= 3.0) and a backend.",
-    "Install them, for example with",
-    "`pip install keras tensorflow-cpu` in a virtual environment,",
-    "then point reticulate at that Python with",
-    "Sys.setenv(RETICULATE_PYTHON = \"/path/to/venv/bin/python\")",
-    "before calling kerasmuon.",
+    "kerasmuon needs Python with 'keras' (>= 3.0) and a backend. To install them",
+    "into the 'r-keras' virtual environment, run kerasmuon::install_kerasmuon()",
+    "and restart R. To use another Python that has them, set RETICULATE_PYTHON",
+    "to its path before the first kerasmuon call.",
     sep = "\n"
   )
 }

@@ -116,21 +116,6 @@ test_that("one exclude_layers string is a list of one", {
   expect_identical(reticulate::py_to_r(patterns[0L]), "output_dense")
 })
 
-test_that("python signature defaults equal R formals", {
-  skip_if_no_keras()
-  inspect <- reticulate::import("inspect", convert = FALSE)
-  module <- reticulate::import_from_path(
-    "kerasmuon",
-    path = system.file("python", package = "kerasmuon")
-  )
-
-  parameters <- inspect$signature(module$Muon)$parameters
-  for (arg in names(expected_formals)) {
-    python_default <- reticulate::py_to_r(parameters[[arg]]$default)
-    expect_identical(python_default, expected_formals[[arg]], label = arg)
-  }
-})
-
 test_that("dots are forwarded to Python", {
   skip_if_no_keras()
 

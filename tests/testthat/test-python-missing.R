@@ -26,5 +26,5 @@ test_that("missing keras gives an install message", {
   expect_match(output, "attached", fixed = TRUE)
   expect_match(output, "The Python module 'keras' is not installed in", fixed = TRUE)
   expect_match(output, bare_python, fixed = TRUE)
-  expect_match(output, "pip install keras tensorflow-cpu", fixed = TRUE)
+  expect_match(output, "kerasmuon::install_kerasmuon()", fixed = TRUE)
 })
