@@ -17,11 +17,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
 DEBIAN_PACKAGES := r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2 \
-  r-cran-knitr r-cran-rmarkdown r-cran-rcmdcheck pandoc
+  r-cran-knitr r-cran-rmarkdown r-cran-rcmdcheck pandoc qpdf
 R_PACKAGES := reticulate testthat roxygen2 knitr rmarkdown rcmdcheck
 PACKAGE_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*')
 
-.PHONY: train test test-python test-r setup document clean
+.PHONY: train test test-python test-r setup document check clean
 
 train: $(STAMPS)/package
 	mkdir -p $(RESULTS)
@@ -51,8 +51,9 @@ document: $(STAMPS)/debian
 # not reachable from these machines.
 $(STAMPS)/debian:
 	mkdir -p $(STAMPS)
-	if ! Rscript -e 'quit(status = !all(sapply(commandArgs(TRUE), requireNamespace, quietly = TRUE)))' \
-	    $(R_PACKAGES) 2>/dev/null; then \
+	if ! { command -v pandoc && command -v qpdf && \
+	       Rscript -e 'quit(status = !all(sapply(commandArgs(TRUE), requireNamespace, quietly = TRUE)))' \
+	         $(R_PACKAGES); } >/dev/null 2>&1; then \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$sudo apt-get update -q; \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(DEBIAN_PACKAGES); \
@@ -76,3 +77,24 @@ $(STAMPS)/package: $(PACKAGE_SOURCES) $(STAMPS)/python
 
 clean:
 	rm -rf $(VENV) $(RLIB) $(STAMPS) $(RESULTS)
+
+# R CMD build, then R CMD check --as-cran in check/. The build starts from a
+# copy of the files git tracks or would track, because R CMD build copies
+# the whole folder, .venv included, before it applies .Rbuildignore.
+#
+# These machines reach only package registries, so the check contacts no
+# other host: it runs in a network namespace of its own where unshare is
+# allowed, with the time-server check off and an empty local repository in
+# place of CRAN. --no-manual skips the PDF manual, which needs LaTeX.
+NO_NETWORK := $(shell unshare --net true 2>/dev/null && echo unshare --net)
+CHECK_ENV := _R_CHECK_SYSTEM_CLOCK_=FALSE _R_CHECK_CRAN_INCOMING_REMOTE_=FALSE \
+  R_PROFILE_USER=$(ROOT)/check/Rprofile
+
+check: $(STAMPS)/package
+	rm -rf check && mkdir -p check/source check/repository/src/contrib
+	touch check/repository/src/contrib/PACKAGES
+	echo 'options(repos = c(CRAN = "file://$(ROOT)/check/repository"))' > check/Rprofile
+	git ls-files -z --cached --others --exclude-standard \
+	  | xargs -0 tar -cf - | tar -xf - -C check/source
+	cd check && $(NO_NETWORK) env $(CHECK_ENV) R CMD build source && \
+	  $(NO_NETWORK) env $(CHECK_ENV) R CMD check --as-cran --no-manual kerasmuon_*.tar.gz

@@ -14,7 +14,7 @@
 #'   `step` (`"muon"` or `"adamw"`) and `reason`.
 #' @seealso [optimizer_muon()] for the routing rules.
 #' @export
-#' @examplesIf kerasmuon:::python_ready()
+#' @examplesIf reticulate::py_module_available("keras")
 #' keras <- reticulate::import("keras")
 #' inputs <- keras$Input(shape = list(8L))
 #' hidden <- keras$layers$Dense(16L, activation = "relu")(inputs)

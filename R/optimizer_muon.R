@@ -90,7 +90,7 @@
 #' @returns A `kerasmuon.Muon` Python object, a Keras 3 optimizer.
 #' @seealso [muon_routing()] to see which step each variable of a model takes.
 #' @export
-#' @examplesIf kerasmuon:::python_ready()
+#' @examplesIf reticulate::py_module_available("keras")
 #' keras <- reticulate::import("keras")
 #' inputs <- keras$Input(shape = list(8L))
 #' hidden <- keras$layers$Dense(16L, activation = "relu")(inputs)
