@@ -28,3 +28,14 @@ test_that("missing keras gives an install message", {
   expect_match(output, bare_python, fixed = TRUE)
   expect_match(output, "kerasmuon::install_kerasmuon()", fixed = TRUE)
 })
+
+test_that("missing Python gives an install message", {
+  output <- run_r(
+    "library(kerasmuon); cat('attached\\n'); optimizer_muon()",
+    env = paste0("RETICULATE_PYTHON=", file.path(tempdir(), "no-such-python"))
+  )
+
+  expect_match(output, "attached", fixed = TRUE)
+  expect_match(output, "Python failed to start", fixed = TRUE)
+  expect_match(output, "kerasmuon::install_kerasmuon()", fixed = TRUE)
+})
