@@ -5,8 +5,15 @@ import math
 from keras import backend, ops
 
 # Low-precision variables are orthogonalized in float32, because the
-# quintic iteration loses its accuracy in 16-bit arithmetic.
+# quintic iteration loses its accuracy in 16-bit arithmetic. The optimizer
+# runs the AdamW step of such variables in float32 too.
 _LOW_PRECISION = ("float16", "bfloat16")
+
+
+def compute_dtype(dtype):
+    """Return float32 for a float16 or bfloat16 `dtype`, else `dtype` itself."""
+    dtype = backend.standardize_dtype(dtype)
+    return "float32" if dtype in _LOW_PRECISION else dtype
 
 
 def orthogonalize(matrix, coefficients, steps):
@@ -40,10 +47,9 @@ def muon_update(direction, view, coefficients, steps):
     scaled by sqrt(max(1, fan_out / fan_in)).
     """
     dtype = backend.standardize_dtype(direction.dtype)
-    compute_dtype = "float32" if dtype in _LOW_PRECISION else dtype
     fan_in, fan_out = view
 
-    matrix = ops.reshape(ops.cast(direction, compute_dtype), view)
+    matrix = ops.reshape(ops.cast(direction, compute_dtype(dtype)), view)
     update = orthogonalize(matrix, coefficients, steps)
 
     scale = math.sqrt(max(1.0, fan_out / fan_in))

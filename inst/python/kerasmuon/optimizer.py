@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasmuon import routing
 from kerasmuon import validation
+from kerasmuon.newton_schulz import compute_dtype
 from kerasmuon.newton_schulz import muon_update
 
 
@@ -28,10 +29,14 @@ class Muon(keras.optimizers.Optimizer):
     `learning_rate * adam_lr_ratio`. Weight decay is decoupled and uses the
     learning rate of the variable's own step.
 
+    Both steps of a float16 or bfloat16 variable are computed in float32,
+    with float32 optimizer state, and the new value is rounded to the
+    variable's dtype when it is stored.
+
     Args:
-        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule`
-            or a callable of no arguments. The Muon step's learning rate.
-            Defaults to `0.001`.
+        learning_rate: A positive number, a
+            `keras.optimizers.schedules.LearningRateSchedule` or a callable of
+            no arguments. The Muon step's learning rate. Defaults to `0.001`.
         adam_beta_1: Decay rate of the AdamW first moment. Defaults to `0.9`.
         adam_beta_2: Decay rate of the AdamW second moment. Defaults to `0.999`.
         epsilon: Added to the AdamW denominator. Defaults to `1e-7`.
@@ -52,7 +57,15 @@ class Muon(keras.optimizers.Optimizer):
             Defaults to `True`.
         clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: As for `keras.optimizers.Optimizer`.
+        gradient_accumulation_steps, name: As for `keras.optimizers.Optimizer`,
+            but checked whatever `use_ema` is. `clipnorm`, `clipvalue`,
+            `global_clipnorm` and `loss_scale_factor` must be positive or
+            `None`, `ema_momentum` in [0, 1], `ema_overwrite_frequency` an
+            integer of at least 1 or `None`, `gradient_accumulation_steps`
+            an integer of at least 2 or `None`, and `name` a string.
+
+    Every numeric argument must be finite. A wrong type raises `TypeError`
+    and a value out of range raises `ValueError`, naming the argument.
     """
 
     def __init__(
@@ -82,6 +95,22 @@ class Muon(keras.optimizers.Optimizer):
         nesterov=True,
         **kwargs,
     ):
+        validation.check_base_arguments(
+            learning_rate=learning_rate,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name,
+        )
+        if not callable(learning_rate):
+            # Keras accepts only a Python float, so an int or a NumPy number
+            # is converted.
+            learning_rate = float(learning_rate)
         super().__init__(
             learning_rate=learning_rate,
             weight_decay=weight_decay,
@@ -162,32 +191,55 @@ class Muon(keras.optimizers.Optimizer):
         for index, variable in enumerate(var_list):
             if self._overwrite_variable_with_gradient(variable):
                 continue
-            self._momentums[index] = self.add_variable_from_reference(
-                variable, name="momentum"
-            )
+            self._momentums[index] = self._add_state(variable, "momentum")
             if self._routes[index].step == routing.ADAMW:
-                self._velocities[index] = self.add_variable_from_reference(
-                    variable, name="velocity"
-                )
+                self._velocities[index] = self._add_state(variable, "velocity")
+
+    def _add_state(self, variable, name):
+        """Create a zero state buffer for `variable`, in its compute dtype.
+
+        The buffers of float16 and bfloat16 variables are float32, because
+        with the default adam_beta_2 a float16 second moment underflows to
+        zero for gradients below about 8e-3 and overflows for gradients
+        above 256.
+        """
+        dtype = compute_dtype(variable.dtype)
+        if dtype == keras.backend.standardize_dtype(variable.dtype):
+            return self.add_variable_from_reference(variable, name=name)
+        # NOTE: on TensorFlow, add_variable_from_reference also colocates the
+        # buffer with the variable under a tf.distribute strategy. This
+        # float32 buffer is not colocated.
+        return self.add_variable(
+            shape=variable.shape,
+            dtype=dtype,
+            name=f"{variable.path.replace('/', '_')}_{name}",
+            layout=getattr(variable, "_layout", None),
+        )
 
     def update_step(self, gradient, variable, learning_rate):
-        """Apply weight decay and the variable's own step."""
+        """Apply weight decay and the variable's own step.
+
+        Both steps of a float16 or bfloat16 variable run in float32, and the
+        new value is rounded to the variable's dtype once, when it is stored.
+        """
         index = self._get_variable_index(variable)
         route = self._routes[index]
-        gradient = ops.cast(gradient, variable.dtype)
+        dtype = compute_dtype(variable.dtype)
+        gradient = ops.cast(gradient, dtype)
+        value = ops.cast(variable, dtype)
 
         if route.step == routing.MUON:
-            step_lr = ops.cast(learning_rate, variable.dtype)
+            step_lr = ops.cast(learning_rate, dtype)
             update = self._muon_direction(gradient, index, route.matrix_view)
         else:
-            step_lr = ops.cast(learning_rate * self.adam_lr_ratio, variable.dtype)
-            update = self._adamw_direction(gradient, index, variable.dtype)
+            step_lr = ops.cast(learning_rate * self.adam_lr_ratio, dtype)
+            update = self._adamw_direction(gradient, index, dtype)
 
-        new_value = variable - step_lr * update
+        new_value = value - step_lr * update
         if self.weight_decay is not None and self._use_weight_decay(variable):
-            decay = ops.cast(self.weight_decay, variable.dtype)
-            new_value = new_value - variable * decay * step_lr
-        self.assign(variable, new_value)
+            decay = ops.cast(self.weight_decay, dtype)
+            new_value = new_value - value * decay * step_lr
+        self.assign(variable, ops.cast(new_value, variable.dtype))
 
     def _muon_direction(self, gradient, index, view):
         buffer = self._momentums[index]
