@@ -174,3 +174,29 @@ def reference_step(states, gradients, iteration, hyper):
             muon_step(state, gradient, hyper)
         else:
             adamw_step(state, gradient, iteration, hyper)
+
+
+def iterate_singular_values(sigma, hyper):
+    """Return the singular values that `ns_steps` iterations make of `sigma`.
+
+    `sigma` contains singular values of the normalized matrix, in [0, 1]. Each
+    iteration maps X to a X + b (X X^T) X + c (X X^T)^2 X, which keeps the
+    singular vectors and maps every singular value s to a s + b s^3 + c s^5
+    on its own.
+    """
+    s = np.asarray(sigma, dtype=np.float64)
+    for _ in range(hyper.ns_steps):
+        s = hyper.muon_a * s + hyper.muon_b * s**3 + hyper.muon_c * s**5
+    return s
+
+
+def singular_value_band(hyper, smallest):
+    """Return (low, high), the range of the iterated singular values over [smallest, 1].
+
+    The range is taken over 200,001 log-spaced points, so it is an estimate.
+    For the default coefficients and 6 steps it is within 1e-10 of the range
+    over 20,000,001 points.
+    """
+    sigma = np.logspace(np.log10(smallest), 0.0, 200_001)
+    iterated = iterate_singular_values(sigma, hyper)
+    return float(iterated.min()), float(iterated.max())
