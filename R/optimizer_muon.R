@@ -34,7 +34,8 @@
 #' view of `u` by its Frobenius norm, runs `ns_steps` iterations of
 #' `X <- a X + (b A + c A A) X` with `A = X X^T`, scales the result by
 #' `sqrt(max(1, fan_out / fan_in))` and subtracts `learning_rate` times it.
-#' The orthogonalization runs in float32 for float16 and bfloat16 variables.
+#' Both steps of a float16 or bfloat16 variable run in float32, with float32
+#' optimizer state, and the result is rounded once when it is stored.
 #'
 #' AdamW uses the learning rate `learning_rate * adam_lr_ratio` with bias
 #' correction. Weight decay is decoupled and applied before either step,
