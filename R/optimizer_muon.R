@@ -41,6 +41,38 @@
 #' correction. Weight decay is decoupled and applied before either step,
 #' scaled by the learning rate of the variable's own step.
 #'
+#' @section Saving, loading and resuming:
+#' `library(kerasmuon)` registers `kerasmuon.Muon` with Keras as soon as
+#' Python imports keras. `keras$saving$load_model()` then restores the
+#' optimizer of a `.keras` file without `custom_objects`: its arguments, its
+#' momentum and velocity buffers and its iteration count. In Python, add the
+#' folder that `system.file("python", package = "kerasmuon")` returns to
+#' `sys.path` and run `import kerasmuon` before loading. Without the package,
+#' Keras fails with "Could not locate class 'Muon'" followed by the saved
+#' config, whose first entry, `how_to_load`, says what to load. reticulate
+#' 1.28 cannot show a Python error message longer than
+#' `getOption("warning.length")` and reports a "basic_string::substr" error
+#' instead. `reticulate::py_last_error()` then shows the Keras message.
+#'
+#' To resume training, save checkpoints with
+#' `keras$callbacks$ModelCheckpoint("checkpoint.keras")`, load the file in
+#' the new session and call `fit()` with `initial_epoch` set to the number of
+#' epochs done. With `shuffle = FALSE` and the same data, the weights then
+#' match those of one uninterrupted run on CPU. Load a model trained under
+#' the `mixed_float16` policy under that policy too, because Keras 3.15
+#' wraps the optimizer in a `LossScaleOptimizer` only when it is set.
+#'
+#' The saved config lists the step each variable took, and the loaded
+#' optimizer keeps those steps. Keras 3.15 drops the model name from the
+#' variable paths of a loaded Sequential model, so a pattern in
+#' `exclude_layers` that names the model would otherwise route the variable
+#' differently and the saved buffers would not fit.
+#'
+#' A learning rate given as an R function is saved in a form Keras cannot
+#' load: `load_model()` fails with "Could not locate function
+#' 'python_function'". Use a Keras `LearningRateSchedule` for models you
+#' save.
+#'
 #' @section Attaching keras3 as well:
 #' keras3 exports an `optimizer_muon()` of its own, which builds Keras's
 #' built-in Muon with other defaults and rules. Whichever package is attached

@@ -36,6 +36,40 @@ kerasmuon_module <- function() {
   .python$module
 }
 
+# Registers `kerasmuon.Muon` with Keras as soon as Python has imported keras,
+# so that load_model() finds the class of a saved optimizer without
+# `custom_objects`. Called from .onLoad(), it never starts Python.
+register_muon_with_keras <- function() {
+  if (reticulate::py_available(initialize = FALSE) && keras_imported()) {
+    import_for_keras()
+  } else {
+    # reticulate runs the hooks named "reticulate::<module>::load" once,
+    # after Python first imports that module from anywhere. Its own
+    # py_register_load_hook() stores hooks under the same name (read in
+    # reticulate 1.28 and in its current source).
+    setHook("reticulate::keras::load", import_for_keras)
+  }
+  invisible(NULL)
+}
+
+keras_imported <- function() {
+  reticulate::py_eval("'keras' in __import__('sys').modules")
+}
+
+import_for_keras <- function() {
+  tryCatch(
+    kerasmuon_module(),
+    error = function(e) {
+      warning(
+        "kerasmuon.Muon could not be registered with Keras, so load_model() ",
+        "cannot restore it: ", conditionMessage(e),
+        call. = FALSE
+      )
+    }
+  )
+  invisible(NULL)
+}
+
 use_r_keras_environment <- function() {
   chosen <- nzchar(Sys.getenv("RETICULATE_PYTHON")) ||
     reticulate::py_available(initialize = FALSE)

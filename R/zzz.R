@@ -6,4 +6,5 @@
     py_require <- get("py_require", envir = asNamespace("reticulate"))
     py_require(python_requirements("tensorflow"))
   }
+  register_muon_with_keras()
 }

@@ -185,3 +185,34 @@ def test_saved_model_keeps_optimizer(tmp_path, rng):
         loaded.get_layer("hidden").kernel.numpy(),
         model.get_layer("hidden").kernel.numpy(),
     )
+
+
+def test_config_has_load_instructions():
+    config = kerasmuon.Muon().get_config()
+
+    assert next(iter(config)) == "how_to_load"
+    assert "in R, run library(kerasmuon)" in config["how_to_load"]
+    assert 'system.file("python", package = "kerasmuon")' in config["how_to_load"]
+
+
+def test_constructor_accepts_config():
+    config = kerasmuon.Muon(**NON_DEFAULT_ARGUMENTS).get_config()
+
+    restored = kerasmuon.Muon(**config)
+
+    assert restored.get_config() == config
+
+
+def test_loss_scale_nesting_round_trip():
+    inner = kerasmuon.Muon(**NON_DEFAULT_ARGUMENTS)
+    wrapped = keras.optimizers.LossScaleOptimizer(inner, initial_scale=1024.0)
+    text = json.dumps(keras.optimizers.serialize(wrapped))
+
+    restored = keras.optimizers.deserialize(json.loads(text))
+
+    assert isinstance(restored, keras.optimizers.LossScaleOptimizer)
+    assert type(restored.inner_optimizer) is kerasmuon.Muon
+    assert restored.initial_scale == 1024.0
+    # LossScaleOptimizer turns the inner optimizer's loss scaling off.
+    assert restored.inner_optimizer.get_config() == inner.get_config()
+    assert restored.inner_optimizer.get_config()["loss_scale_factor"] is None

@@ -8,6 +8,28 @@ from kerasmuon import validation
 from kerasmuon.newton_schulz import compute_dtype
 from kerasmuon.newton_schulz import muon_update
 
+# Keras prints the config of an optimizer whose class it cannot find, so the
+# config of every saved `Muon` starts with this entry, which names what to
+# load. The entry also makes Keras's own `keras.optimizers.Muon`, which
+# `keras.optimizers.deserialize()` would otherwise build from this config by
+# its class name, reject the config. It carries no setting.
+LOAD_INSTRUCTIONS_KEY = "how_to_load"
+LOAD_INSTRUCTIONS = (
+    "This optimizer is kerasmuon.Muon from the R package kerasmuon. Load the "
+    "package before loading the model: in R, run library(kerasmuon). In "
+    'Python, add the folder returned by system.file("python", package = '
+    '"kerasmuon") in R to sys.path, then run import kerasmuon.'
+)
+
+# The config of a built `Muon` stores the step and shape of each variable it
+# was built for. Keras rebuilds a loaded optimizer before it restores the
+# optimizer variables, so the rebuilt optimizer must take the same steps to
+# create the same buffers. Routing by the rules alone can differ, because the
+# paths of a Sequential model's variables lose the model's name when Keras
+# 3.15 loads the model, and an `exclude_layers` pattern can match one form and
+# not the other.
+ROUTES_KEY = "routes"
+
 
 @keras.saving.register_keras_serializable(package="kerasmuon")
 class Muon(keras.optimizers.Optimizer):
@@ -66,6 +88,13 @@ class Muon(keras.optimizers.Optimizer):
 
     Every numeric argument must be finite. A wrong type raises `TypeError`
     and a value out of range raises `ValueError`, naming the argument.
+
+    `get_config()` adds two entries that are not arguments. `how_to_load`
+    contains the steps to load kerasmuon, for a user who loads a saved model
+    without it, and the constructor ignores it. `routes` is `None` until the
+    optimizer is built, and then lists the step and shape of each variable.
+    An optimizer created from such a config takes the same steps when it is
+    built for variables of the same shapes, whatever their paths.
     """
 
     def __init__(
@@ -95,6 +124,8 @@ class Muon(keras.optimizers.Optimizer):
         nesterov=True,
         **kwargs,
     ):
+        kwargs.pop(LOAD_INSTRUCTIONS_KEY, None)
+        saved_routes = kwargs.pop(ROUTES_KEY, None)
         validation.check_base_arguments(
             learning_rate=learning_rate,
             clipnorm=clipnorm,
@@ -152,15 +183,24 @@ class Muon(keras.optimizers.Optimizer):
         self.ns_steps = ns_steps
         self.nesterov = nesterov
         self._patterns = routing.compile_patterns(self.exclude_layers)
+        self._saved_routes = routing.check_saved_routes(saved_routes)
 
     def routes(self, variables):
         """Return the `kerasmuon.routing.Route` of each of `variables`.
 
-        The list is read as one model's variables, which is how
+        Once built, the optimizer returns the routes it uses for the
+        variables it was built for. Other variables are routed by the rules,
+        and the list is read as one model's variables, which is how
         MultiHeadAttention projections are recognised.
         """
+        variables = list(variables)
+        if self.built and all(
+            self._var_key(variable) in self._trainable_variables_indices
+            for variable in variables
+        ):
+            return [self._routes[self._get_variable_index(v)] for v in variables]
         return routing.route_variables(
-            list(variables), self._patterns, self.exclude_embeddings
+            variables, self._patterns, self.exclude_embeddings
         )
 
     def route(self, variable):
@@ -178,14 +218,21 @@ class Muon(keras.optimizers.Optimizer):
     def build(self, var_list):
         """Route every variable and create its optimizer state.
 
-        Every variable gets a momentum buffer; variables on the AdamW step
-        also get a velocity buffer.
+        Every variable gets a momentum buffer, and variables on the AdamW
+        step also get a velocity buffer. An optimizer created from the config
+        of a built one takes the steps stored in it, so that a loaded
+        optimizer has the buffers that were saved.
         """
         if self.built:
             return
         super().build(var_list)
 
-        self._routes = tuple(self.routes(var_list))
+        routes = routing.route_variables(
+            list(var_list), self._patterns, self.exclude_embeddings
+        )
+        if self._saved_routes is not None:
+            routes = routing.apply_saved_routes(routes, var_list, self._saved_routes)
+        self._routes = tuple(routes)
         self._momentums = [None] * len(var_list)
         self._velocities = [None] * len(var_list)
         for index, variable in enumerate(var_list):
@@ -275,7 +322,12 @@ class Muon(keras.optimizers.Optimizer):
         return
 
     def get_config(self):
-        config = super().get_config()
+        config = {LOAD_INSTRUCTIONS_KEY: LOAD_INSTRUCTIONS}
+        config.update(super().get_config())
+        if self.built:
+            routes = routing.describe_routes(self._routes, self._trainable_variables)
+        else:
+            routes = self._saved_routes
         config.update(
             {
                 "adam_beta_1": self.adam_beta_1,
@@ -290,6 +342,7 @@ class Muon(keras.optimizers.Optimizer):
                 "momentum": self.momentum,
                 "ns_steps": self.ns_steps,
                 "nesterov": self.nesterov,
+                ROUTES_KEY: routes,
             }
         )
         return config

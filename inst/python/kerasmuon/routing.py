@@ -2,6 +2,7 @@
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 MUON = "muon"
@@ -128,6 +129,89 @@ def route_variables(variables, patterns, exclude_embeddings):
         route_variable(variable, patterns, exclude_embeddings, attention_layers)
         for variable in variables
     ]
+
+
+def describe_routes(routes, variables):
+    """Return the step and shape of each variable, as stored in a config."""
+    return [
+        {"step": route.step, "shape": [int(size) for size in variable.shape]}
+        for route, variable in zip(routes, variables)
+    ]
+
+
+def check_saved_routes(saved):
+    """Return the `routes` entry of a config as a list of dicts, or `None`.
+
+    Each entry must be a dict with the keys `step` ("muon" or "adamw") and
+    `shape` (a list of integers), as `describe_routes()` writes them.
+    """
+    if saved is None:
+        return None
+    if not isinstance(saved, (list, tuple)):
+        raise TypeError(
+            "The config entry `routes` must be a list or None. "
+            f"Received: routes={saved!r} of type {type(saved).__name__}"
+        )
+
+    checked = []
+    for entry in saved:
+        valid = (
+            isinstance(entry, dict)
+            and set(entry) == {"step", "shape"}
+            and entry["step"] in (MUON, ADAMW)
+            and isinstance(entry["shape"], (list, tuple))
+            and all(
+                isinstance(size, int) and not isinstance(size, bool)
+                for size in entry["shape"]
+            )
+        )
+        if not valid:
+            raise ValueError(
+                "Every entry of the config entry `routes` must be a dict with "
+                "the keys 'step' ('muon' or 'adamw') and 'shape' (a list of "
+                f"integers). Received: {entry!r}"
+            )
+        checked.append({"step": entry["step"], "shape": list(entry["shape"])})
+    return checked
+
+
+def apply_saved_routes(routes, variables, saved):
+    """Return `routes` with the steps that `saved` stores for the same variables.
+
+    `saved` is the checked `routes` entry of the config of the optimizer
+    that was saved. When its shapes differ from those of `variables`, it
+    describes another model, so `routes` is returned unchanged with a
+    warning. A saved Muon step on a variable without a matrix view of two
+    sides longer than 1 raises `ValueError`.
+    """
+    shapes = [[int(size) for size in variable.shape] for variable in variables]
+    if [entry["shape"] for entry in saved] != shapes:
+        warnings.warn(
+            f"The saved routes describe {len(saved)} variables whose shapes "
+            f"differ from those of the {len(shapes)} variables this optimizer "
+            "is built for, so the routing rules decide every step.",
+            stacklevel=3,
+        )
+        return list(routes)
+
+    restored = []
+    for variable, route, entry in zip(variables, routes, saved):
+        if entry["step"] == route.step:
+            restored.append(route)
+            continue
+        view = route.matrix_view
+        if entry["step"] == MUON and (view is None or min(view) <= 1):
+            raise ValueError(
+                "The config entry `routes` gives the Muon step to "
+                f"{variable.path}, whose shape {tuple(variable.shape)} has no "
+                "matrix view with two sides longer than 1."
+            )
+        reason = (
+            "kept from the saved optimizer, although the rules now give "
+            f"{route.step} ({route.reason})"
+        )
+        restored.append(Route(entry["step"], reason, view))
+    return restored
 
 
 def routing_table(model, optimizer=None):
