@@ -126,8 +126,7 @@ class Muon(keras.optimizers.Optimizer):
     ):
         kwargs.pop(LOAD_INSTRUCTIONS_KEY, None)
         saved_routes = kwargs.pop(ROUTES_KEY, None)
-        validation.check_base_arguments(
-            learning_rate=learning_rate,
+        base_arguments = dict(
             clipnorm=clipnorm,
             clipvalue=clipvalue,
             global_clipnorm=global_clipnorm,
@@ -138,6 +137,7 @@ class Muon(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             name=name,
         )
+        validation.check_base_arguments(learning_rate=learning_rate, **base_arguments)
         if not callable(learning_rate):
             # Keras accepts only a Python float, so an int or a NumPy number
             # is converted.
@@ -145,15 +145,7 @@ class Muon(keras.optimizers.Optimizer):
         super().__init__(
             learning_rate=learning_rate,
             weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            name=name,
+            **base_arguments,
             **kwargs,
         )
         validation.check_float("adam_beta_1", adam_beta_1, 0, 1, high_open=True)
