@@ -21,7 +21,7 @@ DEBIAN_PACKAGES := r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2 
 R_PACKAGES := reticulate testthat roxygen2 knitr rmarkdown rcmdcheck
 PACKAGE_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*')
 
-.PHONY: train test test-python test-r setup document check clean
+.PHONY: train test test-python test-r setup document check bench bench-quick clean
 
 train: $(STAMPS)/package
 	mkdir -p $(RESULTS)
@@ -43,6 +43,14 @@ test-r: $(STAMPS)/package
 	Rscript tools/run-testthat.R
 
 setup: $(STAMPS)/package
+
+# The benchmarks: a quick run that exercises every benchmark at a small size,
+# and the full run behind the published table in bench/results/.
+bench-quick: $(STAMPS)/python
+	$(VENV)/bin/python bench/run.py --mode quick --out $(RESULTS)/bench-quick
+
+bench: $(STAMPS)/python
+	$(VENV)/bin/python bench/run.py --mode full --out bench/results
 
 document: $(STAMPS)/debian
 	Rscript -e 'roxygen2::roxygenise()'

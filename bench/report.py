@@ -1,0 +1,496 @@
+"""Write results.md and the PNG plots from the benchmark results."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+COLOURS = {
+    "kerasmuon": "#1b6ca8",
+    "adamw": "#d1495b",
+    "keras_muon_documented": "#8d6a9f",
+    "keras_muon_closest": "#8d6a9f",
+}
+MIB = 1024 * 1024
+
+
+def fmt(value, spec=".3f", missing="not reached"):
+    return missing if value is None else format(value, spec)
+
+
+def milliseconds(seconds):
+    return f"{seconds * 1000:.1f}"
+
+
+def gflops(value):
+    return f"{value / 1e9:.1f}"
+
+
+def verdict(passed):
+    return "yes" if passed else "no"
+
+
+# Targets ---------------------------------------------------------------------
+
+
+def target_rows(results):
+    """Return a (target, measured value, met, load) row for each benchmark target."""
+    rows = []
+    for task in results.get("time_to_quality", []):
+        load = task["load"]
+        for muon in (row for row in task["rows"] if row["family"] == "kerasmuon"):
+            rate = f"rate {muon['learning_rate']:g}, {muon['selection']}"
+            rows.append(
+                (
+                    f"{task['task']}: kerasmuon.Muon ({rate}) reaches AdamW's final held-out loss "
+                    "in <= 0.5x its steps",
+                    fmt(muon["step_ratio"], ".2f") + "x",
+                    verdict(muon["step_ratio"] is not None and muon["step_ratio"] <= 0.5),
+                    load,
+                )
+            )
+            rows.append(
+                (
+                    f"{task['task']}: kerasmuon.Muon ({rate}) reaches it in <= 0.75x AdamW's seconds",
+                    fmt(muon["seconds_ratio"], ".2f") + "x",
+                    verdict(muon["seconds_ratio"] is not None and muon["seconds_ratio"] <= 0.75),
+                    load,
+                )
+            )
+
+    step_cost = results.get("step_cost")
+    if step_cost:
+        load = step_cost["load"]
+        for model in step_cost["models"]:
+            for jit_compile in (False, True):
+                ours = step_time(model, "kerasmuon", jit_compile)
+                keras_muon = step_time(model, "keras_muon_closest", jit_compile)
+                rows.append(
+                    (
+                        f"{model['model']}, jit_compile={jit_compile}: our step / Keras Muon's step <= 1.0",
+                        f"{ours / keras_muon:.3f}",
+                        verdict(ours / keras_muon <= 1.0),
+                        load,
+                    )
+                )
+        for model in step_cost["models"]:
+            for entry in model["orthogonalization"]:
+                rows.append(
+                    (
+                        f"{model['model']}, jit_compile={entry['jit_compile']}: orthogonalization >= 80% of "
+                        "matmul throughput (same shapes)",
+                        f"{entry['ratio']:.0%}",
+                        verdict(entry["ratio"] >= 0.8),
+                        load,
+                    )
+                )
+
+    memory = results.get("memory")
+    if memory:
+        load = memory["load"]
+        for row in memory["state"]:
+            if row["optimizer"] == "kerasmuon":
+                rows.append(
+                    (
+                        f"{row['model']}: one state buffer per Muon variable, two per AdamW variable",
+                        f"{row['buffers']} buffers (expected {row['expected_buffers']}), "
+                        f"{row['ratio_to_adamw']:.2f}x AdamW's bytes",
+                        verdict(row["buffers"] == row["expected_buffers"]),
+                        load,
+                    )
+                )
+        run = memory["long_runs"]["kerasmuon"]
+        adamw = memory["long_runs"]["adamw"]
+        rows.append(
+            (
+                f"process memory flat over {run['steps']} steps: resident set growth after step "
+                f"{run['warm_step']} <= {memory['flat_tolerance']:.0%} of it",
+                f"{run['rss_growth'] / MIB:+.1f} MiB of {run['warm_rss'] / MIB:.0f} MiB "
+                f"(AdamW {adamw['rss_growth'] / MIB:+.1f} MiB)",
+                verdict(run["flat"]),
+                load,
+            )
+        )
+        rows.append(
+            (
+                f"no retracing: no train_step trace after step {run['warm_step']}, as many traces as AdamW",
+                f"{run['traces_after_warm_up']} after step {run['warm_step']}; {run['train_step_traces']} in all "
+                f"(AdamW {adamw['train_step_traces']})",
+                verdict(run["traces_after_warm_up"] == 0 and run["train_step_traces"] == adamw["train_step_traces"]),
+                load,
+            )
+        )
+    return rows
+
+
+def step_time(model, optimizer, jit_compile):
+    return next(
+        row["median_seconds"]
+        for row in model["rows"]
+        if row["optimizer"] == optimizer and row["jit_compile"] == jit_compile
+    )
+
+
+# Sections ------------------------------------------------------------------
+
+
+def header(results):
+    info = results["environment"]
+    lines = [
+        "# kerasmuon benchmarks",
+        "",
+        f"Made by `{info['command']}` on {info['date']}, in {results['wall_seconds'] / 60:.1f} minutes.",
+        "",
+        f"- Machine: {info['cpus']} CPUs (`nproc`), {info['cpu_model']}, {info['memory_gib']:.0f} GiB of memory",
+        f"- Backend: {info['backend']}; {info['versions']}",
+        f"- Measured: {info['source']}",
+        f"- Mode: {results['mode']}; seed {results['seed']}",
+        f"- 1-minute load average at start {info['load_start']}, at end {info['load_end']}. "
+        "Other jobs may share the CPUs, so each table gives the load range sampled while it ran.",
+        "",
+        "Every figure compares runs made in this one process. Times are medians or sums of the "
+        "calls named in each section; compare ratios, not absolute times, across machines.",
+        "",
+    ]
+    return lines
+
+
+def targets_section(results):
+    lines = ["## Targets", "", "| target | measured | met | load |", "|---|---|---|---|"]
+    for target, measured, met, load in target_rows(results):
+        lines.append(f"| {target} | {measured} | {met} | {load} |")
+    lines.append("")
+    return lines
+
+
+def time_to_quality_section(results, out_dir):
+    lines = [
+        "## 1. Time to quality",
+        "",
+        "Each optimizer family trains at every learning rate of its grid, from the same initial "
+        "weights on the same batches. Each family's best rate is the one with the lowest final "
+        "held-out loss. When another kerasmuon rate reaches the target in fewer steps, it gets a "
+        "row of its own (\"fewest steps\"). "
+        "\"To AdamW's final loss\" is the first evaluation at which the held-out loss is at or "
+        "below the final held-out loss of the best AdamW run, so it is resolved to the evaluation "
+        "interval. Seconds add up the train_on_batch calls (tracing of the first call included, "
+        "evaluations left out); the runs are interleaved, one evaluation interval each in turn. "
+        "All runs use `jit_compile=\"auto\"`, Keras's default.",
+        "",
+        "The documented Keras Muon row is `keras.optimizers.Muon(exclude_layers = \"output_dense\")`, "
+        "the form keras3's documentation shows. Keras reads the string character by character, so "
+        "every variable whose path contains one of those letters takes the AdamW step at "
+        "`adam_lr_ratio = 1`, which makes it AdamW under another name.",
+        "",
+    ]
+    for task in results["time_to_quality"]:
+        lines += [
+            f"### {task['task']}",
+            "",
+            f"{task['description']}. {task['steps']} steps of batch {task['batch_size']}, evaluated every "
+            f"{task['interval']} steps on {task['held_out']} held-out examples. Load {task['load']}.",
+            "",
+            "| optimizer | learning rate (grid) | steps to AdamW's final loss | ratio | seconds to it | ratio "
+            "| final held-out loss | final accuracy | median step (ms) | first step (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        edges = []
+        for row in task["rows"]:
+            grid = ", ".join(f"{rate:g}" for rate in row["grid"])
+            if row["best_at_grid_edge"] and row["selection"] == "lowest loss":
+                edges.append(row["label"])
+            label = row["label"] + (" (fewest steps)" if row["selection"] == "fewest steps" else "")
+            lines.append(
+                f"| {label} | {row['learning_rate']:g} ({grid}) | {fmt(row['steps_to_target'], 'd')} "
+                f"| {fmt(row['step_ratio'], '.2f', '-')} | {fmt(row['seconds_to_target'], '.1f')} "
+                f"| {fmt(row['seconds_ratio'], '.2f', '-')} | {row['final_loss']:.4f} "
+                f"| {row['final_accuracy']:.4f} | {milliseconds(row['median_step_seconds'])} "
+                f"| {row['first_step_seconds']:.1f} |"
+            )
+        if edges:
+            lines += [
+                "",
+                f"The best rate of {', '.join(edges)} is at the edge of its grid, so a wider grid may find a better one.",
+            ]
+        lines += budget_table(task)
+        name = f"time-to-quality-{task['task']}.png"
+        plot_time_to_quality(task, os.path.join(out_dir, name))
+        lines += ["", f"![Held-out loss against steps and seconds, {task['task']}]({name})", ""]
+    return lines
+
+
+def budget_table(task):
+    """Return the comparison at shorter budgets, read from the same runs."""
+    if not task.get("budgets"):
+        return []
+    lines = [
+        "",
+        "The same runs compared at shorter budgets: the target is the best AdamW loss after that "
+        "many steps, and every family's best rate is chosen again at that point.",
+        "",
+        "| budget (steps) | AdamW rate | target loss | kerasmuon rate | steps ratio | seconds ratio "
+        "| kerasmuon rate, fewest steps | steps ratio | seconds ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for budget in task["budgets"]:
+        adamw = next(row for row in budget["rows"] if row["family"] == "adamw")
+        muon = [row for row in budget["rows"] if row["family"] == "kerasmuon"]
+        best, fastest = muon[0], muon[-1]
+        lines.append(
+            f"| {budget['steps']} | {adamw['learning_rate']:g} | {adamw['final_loss']:.4f} "
+            f"| {best['learning_rate']:g} | {fmt(best['step_ratio'], '.2f', 'not reached')} "
+            f"| {fmt(best['seconds_ratio'], '.2f', 'not reached')} | {fastest['learning_rate']:g} "
+            f"| {fmt(fastest['step_ratio'], '.2f', 'not reached')} | {fmt(fastest['seconds_ratio'], '.2f', 'not reached')} |"
+        )
+    return lines
+
+
+def step_cost_section(results, out_dir):
+    data = results["step_cost"]
+    lines = [
+        "## 2. Step cost",
+        "",
+        "Median seconds of one `train_on_batch` call, the three optimizers and both `jit_compile` "
+        "settings timed in interleaved rounds in this process. Keras Muon's closest settings: "
+        "`exclude_layers = list(\"output_dense\")`, `ns_steps = 6`, `adam_lr_ratio = 0.1`, "
+        "weight decay 0.1 for both steps and `rms_rate = NULL`. Keras 3.15 gives Conv kernels the "
+        "AdamW step whatever the settings, so on the Conv2D model it skips the orthogonalization "
+        f"that kerasmuon runs. Load {data['load']}.",
+        "",
+        "| model | optimizer | jit_compile | median step (ms) | / Keras Muon | / AdamW |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in data["models"]:
+        for row in model["rows"]:
+            keras_muon = step_time(model, "keras_muon_closest", row["jit_compile"])
+            adamw = step_time(model, "adamw", row["jit_compile"])
+            lines.append(
+                f"| {model['model']} | {row['label']} | {row['jit_compile']} | {milliseconds(row['median_seconds'])} "
+                f"| {row['median_seconds'] / keras_muon:.3f} | {row['median_seconds'] / adamw:.2f} |"
+            )
+    lines += [
+        "",
+        "The orthogonalization alone: `kerasmuon.newton_schulz.muon_update` on every Muon variable of "
+        "the model in one compiled function, against the same matmuls (3 per Newton-Schulz step, "
+        "float32) timed on their own in the same backend and mode. FLOPs count 2 per multiply-add "
+        "of those matmuls only.",
+        "",
+        "| model | jit_compile | matrix views | FLOPs per step | time (ms) | GFLOP/s | matmul GFLOP/s, same shapes | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in data["models"]:
+        for entry in model["orthogonalization"]:
+            views = ", ".join(f"{rows}x{columns}" for rows, columns in entry["views"])
+            lines.append(
+                f"| {model['model']} | {entry['jit_compile']} | {views} | {entry['flops']:.3g} "
+                f"| {milliseconds(entry['seconds'])} | {gflops(entry['flops_per_second'])} "
+                f"| {gflops(entry['matmul_flops_per_second'])} | {entry['ratio']:.0%} |"
+            )
+    peaks = data["peak_matmul"]
+    lines += [
+        "",
+        "Best square float32 matmul in this run: "
+        + "; ".join(
+            f"jit_compile={peak['jit_compile']}: {gflops(peak['flops_per_second'])} GFLOP/s "
+            f"at {peak['side']}x{peak['side']}"
+            for peak in peaks
+        )
+        + ".",
+        "",
+    ]
+    plot_step_cost(data, os.path.join(out_dir, "step-cost.png"))
+    lines += ["![Median train-step time per optimizer](step-cost.png)", ""]
+    return lines
+
+
+def memory_section(results, out_dir):
+    data = results["memory"]
+    lines = [
+        "## 3. Memory",
+        "",
+        "Optimizer state: the bytes of every non-scalar optimizer variable after `build()`.",
+        "",
+        "| model | optimizer | state buffers | bytes | / AdamW |",
+        "|---|---|---|---|---|",
+    ]
+    for row in data["state"]:
+        expected = f" (expected {row['expected_buffers']})" if "expected_buffers" in row else ""
+        lines.append(
+            f"| {row['model']} | {row['label']} | {row['buffers']}{expected} | {row['bytes']:,} "
+            f"| {row['ratio_to_adamw']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Long run: {data['task']}. Resident set (VmRSS) and its peak (VmHWM) sampled during the run; "
+        "traces count the Python calls of `train_step` and of `update_step` per variable, which run "
+        f"only while Keras traces the compiled step. Load {data['load']}.",
+        "",
+        "| optimizer | steps | warm-up step | resident set then (MiB) | growth after it (MiB) "
+        "| peak growth after it (MiB) | train_step traces | update_step traces per variable |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, run in data["long_runs"].items():
+        lines.append(
+            f"| {key} | {run['steps']} | {run['warm_step']} | {run['warm_rss'] / MIB:.0f} "
+            f"| {run['rss_growth'] / MIB:+.1f} | {run['peak_growth'] / MIB:+.1f} "
+            f"| {run['train_step_traces']} | {run['update_step_traces']:g} |"
+        )
+    lines += [
+        "",
+        "TensorFlow traces a tf.function a second time when its first trace creates variables, as "
+        "Keras's optimizer does on its first step, so 2 traces on that backend are not a retrace.",
+    ]
+    plot_memory(data, os.path.join(out_dir, "memory.png"))
+    lines += ["", "![Resident set over the long run](memory.png)", ""]
+    return lines
+
+
+def growth_section(results, out_dir):
+    data = results["growth"]
+    lines = [
+        "## 4. Growth",
+        "",
+        "One hidden Dense layer of width x width (the Muon variable), batch "
+        f"{data['batch']}, `jit_compile = FALSE`. The FLOP model of the orthogonalization is "
+        "steps x (4 n^2 m + 2 n^3) for an n x m view with n <= m, here 36 n^3 for 6 steps; its time "
+        "is those matmuls at the throughput measured for the same shape. Each doubling multiplies "
+        f"the FLOPs by 8. Load {data['load']}.",
+        "",
+        "| width | FLOPs | kerasmuon step (ms) | AdamW step (ms) | difference (ms) | growth | "
+        "orthogonalization alone (ms) | growth | FLOP model (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['width']} | {row['flops']:.3g} | {milliseconds(row['kerasmuon_seconds'])} "
+            f"| {milliseconds(row['adamw_seconds'])} | {milliseconds(row['difference_seconds'])} "
+            f"| {fmt(row.get('difference_growth'), '.1f', '-')} | {milliseconds(row['orthogonalization_seconds'])} "
+            f"| {fmt(row.get('orthogonalization_growth'), '.1f', '-')} | {milliseconds(row['model_seconds'])} |"
+        )
+    plot_growth(data, os.path.join(out_dir, "growth.png"))
+    lines += ["", "![Step time against layer width](growth.png)", ""]
+    return lines
+
+
+def write(results, out_dir):
+    """Write results.md and the plots into `out_dir` and return the Markdown path."""
+    lines = header(results) + targets_section(results)
+    if results.get("time_to_quality"):
+        lines += time_to_quality_section(results, out_dir)
+    if results.get("step_cost"):
+        lines += step_cost_section(results, out_dir)
+    if results.get("memory"):
+        lines += memory_section(results, out_dir)
+    if results.get("growth"):
+        lines += growth_section(results, out_dir)
+    path = os.path.join(out_dir, "results.md")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+    return path
+
+
+# Plots ---------------------------------------------------------------------
+
+
+def plot_time_to_quality(task, path):
+    figure, (by_step, by_second) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+
+    best = {(row["family"], row["learning_rate"]) for row in task["rows"]}
+    for run in task["runs"]:
+        is_best = (run["family"], run["learning_rate"]) in best
+        style = {
+            "color": COLOURS[run["family"]],
+            "linewidth": 2 if is_best else 0.8,
+            "alpha": 1 if is_best else 0.35,
+            # The documented Keras Muon is AdamW under another name, so its
+            # curve lies on AdamW's. Dashes keep both visible.
+            "linestyle": "--" if run["family"] == "keras_muon_documented" else "-",
+            "label": f"{run['label']}, lr {run['learning_rate']:g}" if is_best else None,
+        }
+        by_step.plot(run["steps"], run["loss"], **style)
+        by_second.plot(run["seconds"], run["loss"], **style)
+
+    for axes in (by_step, by_second):
+        axes.axhline(task["target_loss"], color="grey", linestyle="--", linewidth=1)
+        axes.grid(alpha=0.3)
+    finite = [loss for run in task["runs"] for loss in run["loss"][1:] if loss != float("inf")]
+    if finite:
+        low = min(finite)
+        by_step.set_ylim(low - 0.05 * abs(low), sorted(finite)[int(len(finite) * 0.9)])
+
+    by_step.set_xlabel("training steps")
+    by_second.set_xlabel("seconds in train_on_batch")
+    by_step.set_ylabel("held-out loss")
+    by_step.legend(fontsize=8)
+    figure.suptitle(f"{task['task']}: held-out loss (dashed: best AdamW's final loss; thin: other learning rates)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_step_cost(data, path):
+    models = data["models"]
+    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4))
+    if len(models) == 1:
+        axes = [axes]
+    for ax, model in zip(axes, models):
+        keys = ["kerasmuon", "keras_muon_closest", "adamw"]
+        width = 0.38
+        for offset, jit_compile in enumerate((False, True)):
+            values = [step_time(model, key, jit_compile) * 1000 for key in keys]
+            positions = [index + (offset - 0.5) * width for index in range(len(keys))]
+            bars = ax.bar(positions, values, width, color=[COLOURS[key] for key in keys], alpha=1 if offset == 0 else 0.55)
+            ax.bar_label(bars, labels=[f"{'XLA' if jit_compile else 'graph'}" for _ in keys], fontsize=7)
+        ax.set_xticks(range(len(keys)), ["kerasmuon", "Keras Muon\n(closest)", "AdamW"])
+        ax.set_ylabel("median train step (ms)")
+        ax.set_title(model["model"])
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Median train-step time; left bar jit_compile=False, right bar jit_compile=True")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_memory(data, path):
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for key, run in data["long_runs"].items():
+        steps = [sample["step"] for sample in run["samples"]]
+        ax.plot(steps, [sample["rss"] / MIB for sample in run["samples"]], color=COLOURS[key], label=f"{key}: resident set")
+        ax.plot(
+            steps,
+            [sample["peak_rss"] / MIB for sample in run["samples"]],
+            color=COLOURS[key],
+            linestyle=":",
+            label=f"{key}: process peak so far (VmHWM)",
+        )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("MiB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Process memory over the long run (digits CNN)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_growth(data, path):
+    rows = data["rows"]
+    widths = [row["width"] for row in rows]
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    ax.loglog(widths, [row["kerasmuon_seconds"] * 1000 for row in rows], "o-", color=COLOURS["kerasmuon"], label="kerasmuon step")
+    ax.loglog(widths, [row["adamw_seconds"] * 1000 for row in rows], "o-", color=COLOURS["adamw"], label="AdamW step")
+    ax.loglog(widths, [row["orthogonalization_seconds"] * 1000 for row in rows], "s--", color="black", label="orthogonalization alone")
+    ax.loglog(widths, [row["model_seconds"] * 1000 for row in rows], ":", color="grey", label="FLOP model at measured matmul throughput")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(widths, [str(width) for width in widths])
+    ax.set_xlabel("layer width")
+    ax.set_ylabel("ms")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("Step time as the width doubles")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
