@@ -21,6 +21,10 @@ def fmt(value, spec=".3f", missing="not reached"):
     return missing if value is None else format(value, spec)
 
 
+def times(ratio):
+    return "not reached" if ratio is None else f"{ratio:.2f}x"
+
+
 def milliseconds(seconds):
     return f"{seconds * 1000:.1f}"
 
@@ -47,7 +51,7 @@ def target_rows(results):
                 (
                     f"{task['task']}: kerasmuon.Muon ({rate}) reaches AdamW's final held-out loss "
                     "in <= 0.5x its steps",
-                    fmt(muon["step_ratio"], ".2f") + "x",
+                    times(muon["step_ratio"]),
                     verdict(muon["step_ratio"] is not None and muon["step_ratio"] <= 0.5),
                     load,
                 )
@@ -55,7 +59,7 @@ def target_rows(results):
             rows.append(
                 (
                     f"{task['task']}: kerasmuon.Muon ({rate}) reaches it in <= 0.75x AdamW's seconds",
-                    fmt(muon["seconds_ratio"], ".2f") + "x",
+                    times(muon["seconds_ratio"]),
                     verdict(muon["seconds_ratio"] is not None and muon["seconds_ratio"] <= 0.75),
                     load,
                 )
@@ -399,16 +403,23 @@ def plot_time_to_quality(task, path):
     figure, (by_step, by_second) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
 
     best = {(row["family"], row["learning_rate"]) for row in task["rows"]}
+    fastest = {(row["family"], row["learning_rate"]) for row in task["rows"] if row["selection"] == "fewest steps"}
     for run in task["runs"]:
-        is_best = (run["family"], run["learning_rate"]) in best
+        key = (run["family"], run["learning_rate"])
+        is_best = key in best
+        label = f"{run['label']}, lr {run['learning_rate']:g}" if is_best else None
+        # The documented Keras Muon is AdamW under another name, so its curve
+        # lies on AdamW's. Dashes keep both visible.
+        linestyle = "--" if run["family"] == "keras_muon_documented" else "-"
+        if key in fastest:
+            linestyle = "-."
+            label += " (fewest steps)"
         style = {
             "color": COLOURS[run["family"]],
             "linewidth": 2 if is_best else 0.8,
             "alpha": 1 if is_best else 0.35,
-            # The documented Keras Muon is AdamW under another name, so its
-            # curve lies on AdamW's. Dashes keep both visible.
-            "linestyle": "--" if run["family"] == "keras_muon_documented" else "-",
-            "label": f"{run['label']}, lr {run['learning_rate']:g}" if is_best else None,
+            "linestyle": linestyle,
+            "label": label,
         }
         by_step.plot(run["steps"], run["loss"], **style)
         by_second.plot(run["seconds"], run["loss"], **style)

@@ -18,7 +18,7 @@ import tasks
 
 LEARNING_RATE = 1e-3
 
-# (name, builder, batch shape) per mode. Inputs are random; only the
+# (name, builder, batch shape) per mode. Inputs are random, because only the
 # timing matters.
 MODELS = {
     "quick": [
