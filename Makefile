@@ -1,7 +1,9 @@
 # Set-up, main job and tests of kerasmuon. Each target installs what it needs
 # on a fresh Debian 12 or 13 machine and skips what is already done:
 #   make train   train a character-level transformer from R, Muon against AdamW
-#   make test    pytest on each Keras backend, then testthat for the R package
+#   make test    pytest on each Keras backend, the distributed runs, then
+#                testthat for the R package
+#   make test-quick  the same without the multi-device and multi-process runs
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,23 +23,34 @@ DEBIAN_PACKAGES := r-base-dev r-cran-reticulate r-cran-testthat r-cran-roxygen2 
 R_PACKAGES := reticulate testthat roxygen2 knitr rmarkdown rcmdcheck
 PACKAGE_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*')
 
-.PHONY: train test test-python test-r setup document check bench bench-quick clean
+.PHONY: train test test-quick test-python test-distributed test-r setup document check bench bench-quick clean
 
 train: $(STAMPS)/package
 	mkdir -p $(RESULTS)
 	Rscript inst/scripts/train-char-transformer.R $(RESULTS)
 
-test: test-python test-r
+test: test-python test-distributed test-r
+
+# The quick command skips the tests that start several processes or devices:
+# pytest's `distributed` marker, and testthat tests that call
+# skip_if_quick().
+test-quick: test-python
+	KERASMUON_QUICK_TESTS=true Rscript tools/run-testthat.R
 
 # Each Keras backend runs the whole suite in a process of its own, because
-# Keras picks its backend once per process.
+# Keras picks its backend once per process. The distributed tests start
+# processes with the backend each one needs, so they run once.
 BACKENDS := tensorflow jax torch
 
 test-python: $(STAMPS)/python
 	@cd python && for backend in $(BACKENDS); do \
 	  echo "pytest on the $$backend backend"; \
-	  KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest -p no:cacheprovider || exit 1; \
+	  KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest -p no:cacheprovider -m "not distributed" || exit 1; \
 	done
+
+test-distributed: $(STAMPS)/python
+	@echo "pytest: tf.distribute and keras.distribution runs"
+	cd python && $(VENV)/bin/python -m pytest -p no:cacheprovider -m distributed
 
 test-r: $(STAMPS)/package
 	Rscript tools/run-testthat.R

@@ -7,6 +7,7 @@ from keras import layers
 
 import kerasmuon
 import reference
+from kerasmuon import newton_schulz
 from kerasmuon.newton_schulz import muon_update
 from reference import ADAMW
 from reference import MUON
@@ -168,7 +169,17 @@ def global_policy(request):
 @pytest.mark.parametrize(
     "global_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True
 )
-def test_mixed_policy_fit(global_policy, rng, state_of):
+def test_mixed_policy_fit(global_policy, rng, state_of, monkeypatch):
+    # Record the dtype of every matrix the optimizer orthogonalizes. fit()
+    # traces the step once, so the records come from the traced code.
+    orthogonalized = []
+    original = newton_schulz.orthogonalize
+
+    def recording_orthogonalize(matrix, *args, **kwargs):
+        orthogonalized.append(keras.backend.standardize_dtype(matrix.dtype))
+        return original(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(newton_schulz, "orthogonalize", recording_orthogonalize)
     hyper = Hyperparameters(learning_rate=0.05, weight_decay=None)
     features = rng.standard_normal((32, 8)).astype("float32")
     targets = (0.3 * features @ rng.standard_normal((8, 2))).astype("float32")
@@ -197,6 +208,8 @@ def test_mixed_policy_fit(global_policy, rng, state_of):
     # Mixed policies keep variables in float32 and compute layers in 16 bits.
     assert keras.backend.standardize_dtype(kernel.dtype) == "float32"
     assert state_of(muon, kernel)["momentum"].dtype == np.float32
+    assert orthogonalized, "the Muon step never reached orthogonalize()"
+    assert set(orthogonalized) == {"float32"}
 
     losses = first_fit.history["loss"] + later_fit.history["loss"]
     assert np.all(np.isfinite(losses))

@@ -1,5 +1,7 @@
 """The `kerasmuon.Muon` optimizer."""
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -245,15 +247,27 @@ class Muon(keras.optimizers.Optimizer):
         dtype = compute_dtype(variable.dtype)
         if dtype == keras.backend.standardize_dtype(variable.dtype):
             return self.add_variable_from_reference(variable, name=name)
-        # NOTE: on TensorFlow, add_variable_from_reference also colocates the
-        # buffer with the variable under a tf.distribute strategy. This
-        # float32 buffer is not colocated.
-        return self.add_variable(
-            shape=variable.shape,
-            dtype=dtype,
-            name=f"{variable.path.replace('/', '_')}_{name}",
-            layout=getattr(variable, "_layout", None),
-        )
+        with self._placed_beside(variable):
+            return self.add_variable(
+                shape=variable.shape,
+                dtype=dtype,
+                name=f"{variable.path.replace('/', '_')}_{name}",
+                layout=getattr(variable, "_layout", None),
+            )
+
+    def _placed_beside(self, variable):
+        """Return a context in which new variables are placed with `variable`.
+
+        On TensorFlow, Keras's optimizer keeps the tf.distribute strategy in
+        scope when it was created, and `add_variable_from_reference`
+        colocates each buffer with its variable through it. This does the
+        same for the float32 buffers of 16-bit variables. JAX places them by
+        the layout passed to `add_variable`, and PyTorch has no strategy.
+        """
+        strategy = getattr(self, "_distribution_strategy", None)
+        if strategy is None:
+            return contextlib.nullcontext()
+        return strategy.extended.colocate_vars_with(getattr(variable, "value", variable))
 
     def update_step(self, gradient, variable, learning_rate):
         """Apply weight decay and the variable's own step.
