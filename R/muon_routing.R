@@ -5,8 +5,10 @@
 #' pattern that matches nothing, or everything, shows up here at once.
 #'
 #' @param model A built Keras 3 model (a Python object).
-#' @param optimizer An optimizer made by [optimizer_muon()], or `NULL` to
-#'   apply the rules of `optimizer_muon()` with its defaults.
+#' @param optimizer An optimizer made by [optimizer_muon()], or `NULL` for
+#'   the one `model` was compiled with. A model compiled with another
+#'   optimizer, or not compiled, is then routed by the rules of
+#'   `optimizer_muon()` with its defaults.
 #'
 #' @returns A data frame with one row per trainable variable and the columns
 #'   `path`, `shape`, `matrix_view` (the (fan_in, fan_out) matrix the Muon

@@ -130,6 +130,27 @@ def test_table_without_optimizer_uses_defaults(mixed_model, model_sizes):
         assert row["step"] == expected[row["path"]][0], row["path"]
 
 
+def test_table_of_compiled_model_uses_its_optimizer(mixed_model):
+    mixed_model.compile(
+        optimizer=kerasmuon.Muon(exclude_layers="hidden"), loss="mse"
+    )
+
+    rows = {row["path"]: row for row in kerasmuon.routing_table(mixed_model)}
+
+    assert rows["hidden/kernel"]["step"] == "adamw"
+    assert rows["hidden/kernel"]["reason"] == "excluded by 'hidden'"
+    assert rows["output_dense/kernel"]["step"] == "muon"
+
+
+def test_table_of_model_compiled_with_adam_uses_defaults(mixed_model):
+    mixed_model.compile(optimizer="adam", loss="mse")
+
+    rows = {row["path"]: row for row in kerasmuon.routing_table(mixed_model)}
+
+    assert rows["hidden/kernel"]["step"] == "muon"
+    assert rows["output_dense/kernel"]["step"] == "muon"
+
+
 def test_single_string_is_one_pattern(mixed_model, model_sizes):
     # Read character by character, "output_dense" would match nearly every
     # path, because most of them contain an "o", "u" or "t".

@@ -52,6 +52,18 @@ test_that("one exclude_layers string routes output_dense only", {
   expect_true(is.na(routing$matrix_view[routing$path == "output_dense/bias"]))
 })
 
+test_that("routing of a compiled model uses its optimizer", {
+  skip_if_no_keras()
+  model <- build_dense_model()
+  model$compile(optimizer = optimizer_muon(exclude_layers = "output_dense"), loss = "mse")
+
+  routing <- muon_routing(model)
+  step_of <- setNames(routing$step, routing$path)
+
+  expect_identical(step_of[["output_dense/kernel"]], "adamw")
+  expect_identical(step_of[["hidden_1/kernel"]], "muon")
+})
+
 test_that("pattern that matches one character stays a pattern", {
   skip_if_no_keras()
   model <- build_dense_model()

@@ -219,9 +219,13 @@ def routing_table(model, optimizer=None):
 
     Returns one dict per variable, in the model's order, with the keys
     `path`, `shape`, `matrix_view`, `step` and `reason`. Without an
-    optimizer, the rules of a default `kerasmuon.Muon` apply.
+    optimizer, the table shows the routes of the `kerasmuon.Muon` that the
+    model was compiled with, or the rules of a default `kerasmuon.Muon` if
+    the model was compiled with none.
     """
     variables = list(model.trainable_variables)
+    if optimizer is None:
+        optimizer = _compiled_muon(model)
     if optimizer is None:
         routes = route_variables(variables, (), True)
     else:
@@ -239,6 +243,13 @@ def routing_table(model, optimizer=None):
             }
         )
     return rows
+
+
+def _compiled_muon(model):
+    """Return the kerasmuon optimizer `model` was compiled with, or None."""
+    compiled = getattr(model, "optimizer", None)
+    inner = getattr(compiled, "inner_optimizer", compiled)
+    return inner if hasattr(inner, "routes") else None
 
 
 def _muon_of(optimizer):
