@@ -122,27 +122,6 @@ load_without_package <- c(
   "writeLines(class(model$optimizer)[[1]], 'after-library.txt')"
 )
 
-run_new_session <- function(lines, folder) {
-  script <- file.path(folder, "session.R")
-  writeLines(c(sprintf("setwd(%s)", encodeString(folder, quote = '"')), lines), script)
-  session_environment <- c(
-    paste0("RETICULATE_PYTHON=", reticulate::py_config()$python),
-    paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep))
-  )
-  output <- suppressWarnings(system2(
-    file.path(R.home("bin"), "Rscript"), shQuote(script),
-    stdout = TRUE, stderr = TRUE, env = session_environment
-  ))
-  status <- attr(output, "status")
-  if (!is.null(status) && status != 0) {
-    stop(
-      "The new R session exited with status ", status, ". Its output ends with:\n",
-      paste(utils::tail(output, 30), collapse = "\n")
-    )
-  }
-  invisible(output)
-}
-
 fit_regressor <- function(model, data, epochs, ...) {
   model$fit(
     data$features, data$targets, batch_size = batch_size, epochs = epochs,
