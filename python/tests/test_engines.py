@@ -22,10 +22,10 @@ pytestmark = pytest.mark.distributed
 ENGINES = Path(__file__).resolve().parent / "engines"
 
 # Every run trains in float32. A distributed run sums each batch's gradient
-# in a different order (a sum per replica, then an all-reduce), so its
+# in a different order (a sum per replica, then an all-reduce). So its
 # gradients differ from one device's by a few float32 roundings (about 1e-7
-# relative), and 12 steps carry that into the weights and the optimizer
-# state. Measured here: at most 4e-7 of the largest entry. An engine that
+# relative), which 12 steps carry into the weights and the optimizer state.
+# Measured here: at most 4e-7 of the largest entry. An engine that
 # dropped a replica's gradient or applied a step twice would differ by more
 # than 1e-2.
 RELATIVE_TOLERANCE = 1e-5
@@ -106,7 +106,8 @@ def largest_relative_difference(expected, actual):
 
 def assert_workload_features(arrays):
     """Check that the run used the Muon step, weight decay's setting and EMA."""
-    # Muon variables have a momentum buffer and no velocity; AdamW ones have both.
+    # Muon variables have a momentum buffer and no velocity, and AdamW ones
+    # have both.
     assert "optimizer/muon/hidden_kernel_momentum" in arrays
     assert "optimizer/muon/hidden_kernel_velocity" not in arrays
     assert "optimizer/muon/conv_kernel_velocity" not in arrays
@@ -173,7 +174,7 @@ def test_mirrored_mixed_float16_trains(tf_single, tmp_path):
     assert np.all(np.isfinite(summary["losses"]))
     # The weights stay float32 and the layers compute in float16, whose
     # rounding (2**-11 relative per operation) moves the losses of this
-    # short run by about 1e-4 relative to the float32 run (measured here).
+    # short run by less than 1e-4 relative to the float32 run (measured here).
     np.testing.assert_allclose(summary["losses"], single_summary["losses"], rtol=1e-2)
     assert mixed["model/hidden/kernel"].dtype == np.float32
 

@@ -35,7 +35,10 @@ import kerasmuon  # noqa: E402
 
 
 def split_cpu_in_two():
-    """Make two logical CPU devices; this must run before TensorFlow starts."""
+    """Split the CPU into two logical devices and return their names.
+
+    TensorFlow accepts this only before it runs its first operation.
+    """
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
@@ -130,7 +133,7 @@ def main(mode, out):
     elif mode == "loop":
         strategy = tf.distribute.get_strategy()
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use single, mirrored, worker or loop")
+        raise SystemExit(f"unknown mode {mode!r}: use single, mirrored, mirrored_mixed, worker or loop")
 
     with strategy.scope():
         model = workload.build_model()
