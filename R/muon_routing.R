@@ -28,7 +28,7 @@ muon_routing <- function(model, optimizer = NULL) {
       !reticulate::py_has_attr(model, "trainable_variables")) {
     abort_argument("model", "a Keras model", model, sys.call())
   }
-  if (!is.null(optimizer) && !inherits(optimizer, "python.builtin.object")) {
+  if (!is.null(optimizer) && !is_muon_optimizer(optimizer)) {
     abort_argument("optimizer", "an optimizer made by `optimizer_muon()`, or `NULL`", optimizer, sys.call())
   }
 
@@ -41,6 +41,18 @@ muon_routing <- function(model, optimizer = NULL) {
     reason = vapply(rows, function(row) row$reason, character(1)),
     stringsAsFactors = FALSE
   )
+}
+
+# TRUE for a kerasmuon.Muon, also inside the LossScaleOptimizer that
+# compile() wraps it in under the mixed_float16 policy.
+is_muon_optimizer <- function(optimizer) {
+  if (!inherits(optimizer, "python.builtin.object")) {
+    return(FALSE)
+  }
+  if (reticulate::py_has_attr(optimizer, "inner_optimizer")) {
+    optimizer <- optimizer$inner_optimizer
+  }
+  inherits(optimizer, "kerasmuon.optimizer.Muon")
 }
 
 format_shape <- function(dims) {

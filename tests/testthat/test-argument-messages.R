@@ -60,3 +60,11 @@ test_that("Muon argument errors", {
 test_that("routing table argument errors", {
   expect_snapshot(error = TRUE, muon_routing("not a model"))
 })
+
+test_that("routing table rejects other optimizers", {
+  skip_if_no_keras()
+  keras <- keras_module()
+  model <- keras$Sequential(list(keras$Input(shape = list(4L)), keras$layers$Dense(2L)))
+
+  expect_snapshot(error = TRUE, muon_routing(model, keras$optimizers$Adam()))
+})
