@@ -19,23 +19,26 @@ def compute_dtype(dtype):
 def orthogonalize(matrix, coefficients, steps):
     """Run `steps` quintic Newton-Schulz iterations on a 2D tensor.
 
-    The input is transposed when it has more rows than columns, so that the
-    Gram matrix is the smaller of the two, and transposed back at the end.
+    Each iteration maps X to a X + b (X X^T) X + c (X X^T)^2 X. It is
+    computed as P X with P = a I + b G + c G^2 and G = X X^T when X has no
+    more rows than columns, and as X P with G = X^T X otherwise, so G is
+    always the Gram matrix of the shorter side. Folding `a X` into P keeps
+    every element-wise operation on the small matrix G, and the tall case
+    needs no transposed copy of X at the start and the end.
     """
     a, b, c = coefficients
     rows, columns = matrix.shape
-    transposed = rows > columns
-    if transposed:
-        matrix = ops.transpose(matrix)
-
+    wide = rows <= columns
     x = _normalize_frobenius(matrix)
-    for _ in range(steps):
-        gram = ops.matmul(x, ops.transpose(x))
-        polynomial = b * gram + c * ops.matmul(gram, gram)
-        x = a * x + ops.matmul(polynomial, x)
+    identity = ops.eye(min(rows, columns), dtype=x.dtype)
 
-    if transposed:
-        x = ops.transpose(x)
+    for _ in range(steps):
+        if wide:
+            gram = ops.matmul(x, ops.transpose(x))
+        else:
+            gram = ops.matmul(ops.transpose(x), x)
+        polynomial = a * identity + b * gram + c * ops.matmul(gram, gram)
+        x = ops.matmul(polynomial, x) if wide else ops.matmul(x, polynomial)
     return x
 
 
