@@ -170,6 +170,18 @@ def targets_section(results):
     return lines
 
 
+def muon_settings(task):
+    """Describe the weight decay of kerasmuon.Muon in a task's runs."""
+    decay = task.get("muon_weight_decay")
+    if decay is None:
+        return "kerasmuon.Muon runs with its default settings."
+    return (
+        f"kerasmuon.Muon runs with `weight_decay = {decay:g}`, the default decay of Keras's AdamW, "
+        "so that both apply the same decoupled weight decay. Every other setting is each "
+        "optimizer's default."
+    )
+
+
 def time_to_quality_section(results, out_dir):
     lines = [
         "## 1. Time to quality",
@@ -195,7 +207,8 @@ def time_to_quality_section(results, out_dir):
             f"### {task['task']}",
             "",
             f"{task['description']}. {task['steps']} steps of batch {task['batch_size']}, evaluated every "
-            f"{task['interval']} steps on {task['held_out']} held-out examples. Load {task['load']}.",
+            f"{task['interval']} steps on {task['held_out']} held-out examples. Load {task['load']}. "
+            + muon_settings(task),
             "",
             "| optimizer | learning rate (grid) | steps to AdamW's final loss | ratio | seconds to it | ratio "
             "| final held-out loss | final accuracy | median step (ms) | first step (s) |",
