@@ -63,8 +63,8 @@ def sharding_of(model, path):
 def compare_one_step():
     """Apply the Muon step to a matrix split by rows, by columns and unsplit.
 
-    Returns, for each split, the largest difference from the unsplit result
-    and the number of devices the step ran on. XLA chooses the layout of the
+    Returns, for each split, the devices and shards of the split input and
+    the largest difference from the unsplit result. XLA chooses the layout of the
     result, so only the input's split is fixed.
     """
     rng = np.random.default_rng(workload.SEED)
