@@ -23,24 +23,24 @@ import common
 GRIDS = {
     "char_transformer": {
         "full": {
-            "kerasmuon": [0.005, 0.01, 0.02],
+            "kerasmuon": [0.005, 0.01, 0.02, 0.04],
             "adamw": [0.002, 0.004, 0.008],
             "keras_muon_documented": [0.002, 0.004, 0.008],
         },
         "quick": {
-            "kerasmuon": [0.005],
+            "kerasmuon": [0.01],
             "adamw": [0.004],
             "keras_muon_documented": [0.004],
         },
     },
     "digits_cnn": {
         "full": {
-            "kerasmuon": [0.005, 0.01, 0.02, 0.04],
+            "kerasmuon": [0.01, 0.02, 0.04, 0.08],
             "adamw": [0.002, 0.004, 0.008, 0.016],
             "keras_muon_documented": [0.002, 0.004, 0.008, 0.016],
         },
         "quick": {
-            "kerasmuon": [0.02],
+            "kerasmuon": [0.04],
             "adamw": [0.004],
             "keras_muon_documented": [0.004],
         },
