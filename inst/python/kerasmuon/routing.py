@@ -247,21 +247,26 @@ def routing_table(model, optimizer=None):
 
 def _compiled_muon(model):
     """Return the kerasmuon optimizer `model` was compiled with, or None."""
-    compiled = getattr(model, "optimizer", None)
-    inner = getattr(compiled, "inner_optimizer", compiled)
-    return inner if hasattr(inner, "routes") else None
+    return _inner_muon(getattr(model, "optimizer", None))
 
 
 def _muon_of(optimizer):
     """Return the kerasmuon optimizer, unwrapping a LossScaleOptimizer."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    if not hasattr(inner, "routes"):
+    inner = _inner_muon(optimizer)
+    if inner is None:
         raise TypeError(
             "Argument `optimizer` must be a `kerasmuon.Muon` optimizer or "
             "None. Received: optimizer of type "
             f"{type(optimizer).__name__}"
         )
     return inner
+
+
+def _inner_muon(optimizer):
+    """Return `optimizer`, or the one a LossScaleOptimizer wraps, if it is a
+    kerasmuon optimizer, else None."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner if hasattr(inner, "routes") else None
 
 
 def _is_attention_input(path, attention_layers):
