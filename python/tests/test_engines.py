@@ -105,7 +105,7 @@ def largest_relative_difference(expected, actual):
 
 
 def assert_workload_features(arrays):
-    """Check that the run used the Muon step, weight decay's setting and EMA."""
+    """Check the steps of the kernels and that the final weights are the EMA averages."""
     # Muon variables have a momentum buffer and no velocity, and AdamW ones
     # have both.
     assert "optimizer/muon/hidden_kernel_momentum" in arrays

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-# The scripts run as `python engines/<script>.py`, so the kerasmuon folder is
-# put on sys.path here, as the README tells Python users to do.
+# The engine scripts run as programs of their own, so the kerasmuon folder is
+# put on sys.path here, as the README instructs Python users to do.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "inst" / "python"))
 
 import keras  # noqa: E402
@@ -59,9 +59,9 @@ def make_optimizer():
     """Return a Muon with weight decay (the default 0.1) and EMA.
 
     With `use_ema=True` and no overwrite frequency, `fit()` replaces the
-    weights by their moving averages when it ends, so the saved weights are
-    the averages and the saved optimizer variables include the last raw
-    values' moments.
+    weights by their moving averages when it ends. So the saved weights are
+    the averages, and the momentum and velocity buffers among the saved
+    optimizer variables record the trajectory of the raw weights.
     """
     return kerasmuon.Muon(
         learning_rate=0.02,
