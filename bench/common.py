@@ -52,10 +52,15 @@ def log(message):
 
 
 def make_kerasmuon(learning_rate, **kwargs):
-    """Build kerasmuon.Muon with the output layer excluded, as the main job does."""
+    """Build kerasmuon.Muon with the output layer excluded, as the main job does.
+
+    `kwargs` are further arguments of kerasmuon.Muon; an `exclude_layers`
+    among them replaces the default exclusion.
+    """
     import kerasmuon
 
-    return kerasmuon.Muon(learning_rate=learning_rate, exclude_layers="output_dense", **kwargs)
+    kwargs.setdefault("exclude_layers", "output_dense")
+    return kerasmuon.Muon(learning_rate=learning_rate, **kwargs)
 
 
 def make_adamw(learning_rate):
@@ -201,27 +206,49 @@ def block_until_ready(result):
 
 def time_function(function, arguments, repeats):
     """Call `function(*arguments)` once to warm up, then return the median seconds of `repeats` calls."""
-    block_until_ready(function(*arguments))
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    return time_functions([(function, arguments)], repeats)[0]
+
+
+def time_functions(calls, repeats, min_seconds=1.0, max_rounds=200):
+    """Return the median seconds of each `(function, arguments)` in `calls`.
+
+    Each function is called once to warm up. Then every round calls each of
+    them once, in turn, so that a change in machine load falls on all of
+    them alike. Rounds go on until there are `repeats` of them and they
+    took `min_seconds` in all, or until `max_rounds`, because functions of a
+    few milliseconds need many calls for a stable median.
+    """
+    for function, arguments in calls:
         block_until_ready(function(*arguments))
-        seconds.append(time.perf_counter() - started)
-    return median(seconds)
+    seconds = [[] for _ in calls]
+    started_all = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < repeats or time.perf_counter() - started_all < min_seconds):
+        for samples, (function, arguments) in zip(seconds, calls):
+            started = time.perf_counter()
+            block_until_ready(function(*arguments))
+            samples.append(time.perf_counter() - started)
+        rounds += 1
+    return [median(samples) for samples in seconds]
 
 
 # FLOP model -----------------------------------------------------------------
 
 
 def newton_schulz_flops(view, steps):
-    """Return the multiply-add FLOPs (2 per multiply-add) of `steps` quintic iterations.
+    """Return the FLOPs (2 per multiply-add) of kerasmuon's `steps` quintic iterations.
 
-    With the shorter side n and the longer side m, each iteration computes
-    X X^T (2 n^2 m), its square (2 n^3) and the product with X (2 n^2 m).
-    Element-wise terms and the normalization are left out.
+    With the shorter side n and the longer side m, a group of k iterations
+    that share one Gram matrix computes that matrix (2 n^2 m), k squares of
+    it, k - 1 products of the polynomials and 2 (k - 1) products for the
+    next Gram matrix (2 n^3 each), and one product with X (2 n^2 m): in all
+    4 n^2 m + (8 k - 6) n^3. One iteration at a time (k = 1) is
+    4 n^2 m + 2 n^3. Element-wise terms and the normalization are left out.
     """
+    from kerasmuon.newton_schulz import iteration_groups
+
     n, m = sorted(int(side) for side in view)
-    return steps * (4 * n * n * m + 2 * n ** 3)
+    return sum(4 * n * n * m + (8 * k - 6) * n ** 3 for k in iteration_groups(view, steps))
 
 
 def process_memory():

@@ -13,6 +13,7 @@ COLOURS = {
     "adamw": "#d1495b",
     "keras_muon_documented": "#8d6a9f",
     "keras_muon_closest": "#8d6a9f",
+    "kerasmuon_keras_routing": "#7fb3d5",
 }
 MIB = 1024 * 1024
 
@@ -80,6 +81,17 @@ def target_rows(results):
                         load,
                     )
                 )
+                same_work = step_time(model, "kerasmuon_keras_routing", jit_compile)
+                if same_work is not None:
+                    rows.append(
+                        (
+                            f"{model['model']}, jit_compile={jit_compile}, Conv kernels on AdamW in both "
+                            "(Keras's routing): our step / Keras Muon's step <= 1.0",
+                            f"{same_work / keras_muon:.3f}",
+                            verdict(same_work / keras_muon <= 1.0),
+                            load,
+                        )
+                    )
         for model in step_cost["models"]:
             for entry in model["orthogonalization"]:
                 rows.append(
@@ -131,10 +143,14 @@ def target_rows(results):
 
 
 def step_time(model, optimizer, jit_compile):
+    """Return the median step seconds of one configuration, or None when it did not run."""
     return next(
-        row["median_seconds"]
-        for row in model["rows"]
-        if row["optimizer"] == optimizer and row["jit_compile"] == jit_compile
+        (
+            row["median_seconds"]
+            for row in model["rows"]
+            if row["optimizer"] == optimizer and row["jit_compile"] == jit_compile
+        ),
+        None,
     )
 
 
@@ -270,12 +286,14 @@ def step_cost_section(results, out_dir):
     lines = [
         "## 2. Step cost",
         "",
-        "Median seconds of one `train_on_batch` call, the three optimizers and both `jit_compile` "
+        "Median seconds of one `train_on_batch` call, every optimizer and both `jit_compile` "
         "settings timed in interleaved rounds in this process. Keras Muon's closest settings: "
         "`exclude_layers = list(\"output_dense\")`, `ns_steps = 6`, `adam_lr_ratio = 0.1`, "
         "weight decay 0.1 for both steps and `rms_rate = NULL`. Keras 3.15 gives Conv kernels the "
         "AdamW step whatever the settings, so on the Conv2D model it skips the orthogonalization "
-        f"that kerasmuon runs. Load {data['load']}.",
+        "that kerasmuon runs. On that model kerasmuon also runs with the Conv kernels excluded "
+        "(`exclude_layers = c(\"output_dense\", \"conv\\\\d+/kernel\")`), Keras's routing, so that "
+        f"both do the same work. Load {data['load']}.",
         "",
         "| model | optimizer | jit_compile | median step (ms) | / Keras Muon | / AdamW |",
         "|---|---|---|---|---|---|",
@@ -291,9 +309,12 @@ def step_cost_section(results, out_dir):
     lines += [
         "",
         "The orthogonalization alone: `kerasmuon.newton_schulz.muon_update` on every Muon variable of "
-        "the model in one compiled function, against the same matmuls (3 per Newton-Schulz step, "
-        "float32) timed on their own in the same backend and mode. FLOPs count 2 per multiply-add "
-        "of those matmuls only.",
+        "the model in one compiled function, against the same matmuls (float32) on their own in "
+        "the same backend and mode, the two called in turn for at least one second. A view whose longer side is at least 1.5 times the "
+        "shorter one runs its iterations in groups of 3 on its Gram matrix, with one product with "
+        "the matrix per group: a group of k iterations takes 4 n^2 m + (8 k - 6) n^3 FLOPs for an "
+        "n x m view with n <= m, against k (4 n^2 m + 2 n^3) one at a time. FLOPs count 2 per "
+        "multiply-add of those matmuls only.",
         "",
         "| model | jit_compile | matrix views | FLOPs per step | time (ms) | GFLOP/s | matmul GFLOP/s, same shapes | ratio |",
         "|---|---|---|---|---|---|---|---|",
@@ -372,7 +393,8 @@ def growth_section(results, out_dir):
         "",
         "One hidden Dense layer of width x width (the Muon variable), batch "
         f"{data['batch']}, `jit_compile = FALSE`. The FLOP model of the orthogonalization is "
-        "steps x (4 n^2 m + 2 n^3) for an n x m view with n <= m, here 36 n^3 for 6 steps; its time "
+        "steps x 6 n^3 for the square n x n view, which takes its iterations one at "
+        "a time: 36 n^3 for 6 steps. Its time "
         "is those matmuls at the throughput measured for the same shape. Each doubling multiplies "
         f"the FLOPs by 8. Load {data['load']}.",
         "",
@@ -461,14 +483,20 @@ def plot_step_cost(data, path):
     if len(models) == 1:
         axes = [axes]
     for ax, model in zip(axes, models):
-        keys = ["kerasmuon", "keras_muon_closest", "adamw"]
+        names = {
+            "kerasmuon": "kerasmuon",
+            "kerasmuon_keras_routing": "kerasmuon,\nConv on AdamW",
+            "keras_muon_closest": "Keras Muon\n(closest)",
+            "adamw": "AdamW",
+        }
+        keys = [key for key in names if step_time(model, key, False) is not None]
         width = 0.38
         for offset, jit_compile in enumerate((False, True)):
             values = [step_time(model, key, jit_compile) * 1000 for key in keys]
             positions = [index + (offset - 0.5) * width for index in range(len(keys))]
             bars = ax.bar(positions, values, width, color=[COLOURS[key] for key in keys], alpha=1 if offset == 0 else 0.55)
             ax.bar_label(bars, labels=[f"{'XLA' if jit_compile else 'graph'}" for _ in keys], fontsize=7)
-        ax.set_xticks(range(len(keys)), ["kerasmuon", "Keras Muon\n(closest)", "AdamW"])
+        ax.set_xticks(range(len(keys)), [names[key] for key in keys])
         ax.set_ylabel("median train step (ms)")
         ax.set_title(model["model"])
         ax.grid(axis="y", alpha=0.3)

@@ -44,6 +44,15 @@ OPTIMIZERS = [
     ("adamw", "keras AdamW", lambda: common.make_adamw(LEARNING_RATE)),
 ]
 
+# Keras 3.15's Muon gives Conv kernels the AdamW step. On a model with Conv
+# layers, kerasmuon also runs with them excluded, which is Keras's routing,
+# so that both optimizers do the same work.
+KERAS_ROUTING = (
+    "kerasmuon_keras_routing",
+    "kerasmuon.Muon, Conv kernels on AdamW",
+    lambda: common.make_kerasmuon(LEARNING_RATE, exclude_layers=["output_dense", r"conv\d+/kernel"]),
+)
+
 
 def random_batches(batch_shape, count, seed):
     generator = np.random.RandomState(seed)
@@ -59,12 +68,16 @@ def random_batches(batch_shape, count, seed):
 def time_steps(builder, batch_shape, rounds, steps_per_round, seed, loads):
     """Return the median step seconds of each optimizer, with and without jit_compile."""
     keras.utils.set_random_seed(seed)
-    initial_weights = builder().get_weights()
+    template = builder()
+    initial_weights = template.get_weights()
     batches = random_batches(batch_shape, steps_per_round, seed)
+    optimizers = list(OPTIMIZERS)
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in template.layers):
+        optimizers.insert(1, KERAS_ROUTING)
 
     configs = []
     for jit_compile in (False, True):
-        for key, label, factory in OPTIMIZERS:
+        for key, label, factory in optimizers:
             model = builder()
             model.set_weights(initial_weights)
             optimizer = factory()
@@ -134,24 +147,36 @@ def orthonormal_rows(view, generator):
     return q.T.astype("float32")
 
 
-def matmul_chain_function(steps):
+def matmul_chain_function(views, steps):
     """Return a function that runs the orthogonalization's matmuls and nothing else.
 
-    Each iteration computes G = X @ Y, H = G @ G and X = H @ X, the three
-    products of a Newton-Schulz step with the same shapes and dependencies,
-    but with Y a fixed, already transposed input and no element-wise work,
-    normalization or transposes. With X's rows orthonormal and Y = X^T, G is
+    For each view it computes the products of kerasmuon's iterations, with
+    their shapes and dependencies, in the groups that
+    `kerasmuon.newton_schulz.iteration_groups` gives: per group, G = X @ Y,
+    then per iteration H = G @ G, the running product Q = Q @ H and, but for
+    the last one, the next G = H @ (G @ H), and at the end X = Q @ X. Here Y
+    is a fixed, already transposed input, and there is no element-wise work,
+    normalization or transpose. With X's rows orthonormal and Y = X^T, G is
     the identity and X stays bounded, so the values neither overflow nor
     turn subnormal.
     """
+    from kerasmuon.newton_schulz import iteration_groups
+
+    plans = [iteration_groups(view, steps) for view in views]
 
     def chains(*tensors):
         half = len(tensors) // 2
         results = []
-        for x, y in zip(tensors[:half], tensors[half:]):
-            for _ in range(steps):
+        for x, y, groups in zip(tensors[:half], tensors[half:], plans):
+            for count in groups:
                 gram = keras.ops.matmul(x, y)
-                x = keras.ops.matmul(keras.ops.matmul(gram, gram), x)
+                product = None
+                for index in range(count):
+                    square = keras.ops.matmul(gram, gram)
+                    product = square if product is None else keras.ops.matmul(product, square)
+                    if index < count - 1:
+                        gram = keras.ops.matmul(square, keras.ops.matmul(gram, square))
+                x = keras.ops.matmul(product, x)
             results.append(x)
         return results
 
@@ -167,13 +192,14 @@ def time_orthogonalization(routes, steps, jit_compile, repeats, seed):
     # to its view first, a copy that is not timed here.
     directions = [keras.ops.convert_to_tensor(generator.standard_normal(view).astype("float32")) for view in views]
     function = common.compile_function(orthogonalization_function(views, steps), jit_compile)
-    seconds = common.time_function(function, directions, repeats)
 
     rows = [orthonormal_rows(view, generator) for view in views]
     chain_inputs = [keras.ops.convert_to_tensor(x) for x in rows]
     chain_inputs += [keras.ops.convert_to_tensor(np.ascontiguousarray(x.T)) for x in rows]
-    chain = common.compile_function(matmul_chain_function(steps), jit_compile)
-    matmul_seconds_total = common.time_function(chain, chain_inputs, repeats)
+    chain = common.compile_function(matmul_chain_function(views, steps), jit_compile)
+    seconds, matmul_seconds_total = common.time_functions(
+        [(function, directions), (chain, chain_inputs)], repeats
+    )
 
     flops = sum(common.newton_schulz_flops(view, steps) for view in views)
     return {
