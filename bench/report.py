@@ -47,7 +47,7 @@ def target_rows(results):
     for task in results.get("time_to_quality", []):
         load = task["load"]
         for muon in (row for row in task["rows"] if row["family"] == "kerasmuon"):
-            rate = f"rate {muon['learning_rate']:g}, {muon['selection']}"
+            rate = f"rates {muon['setting']}, {muon['selection']}"
             rows.append(
                 (
                     f"{task['task']}: kerasmuon.Muon ({rate}) reaches AdamW's final held-out loss "
@@ -193,7 +193,8 @@ def muon_settings(task):
         return "kerasmuon.Muon runs with its default settings."
     return (
         f"kerasmuon.Muon runs with `weight_decay = {decay:g}`, the default decay of Keras's AdamW, "
-        "so that both apply the same decoupled weight decay. Every other setting is each "
+        "so that both apply the same decoupled weight decay. Its rates read \"Muon step / AdamW "
+        "step\": `learning_rate` and `learning_rate * adam_lr_ratio`. Every other setting is each "
         "optimizer's default."
     )
 
@@ -203,8 +204,11 @@ def time_to_quality_section(results, out_dir):
         "## 1. Time to quality",
         "",
         "Each optimizer family trains at every learning rate of its grid, from the same initial "
-        "weights on the same batches. Each family's best rate is the one with the lowest final "
-        "held-out loss. When another kerasmuon rate reaches the target in fewer steps, it gets a "
+        "weights on the same batches. kerasmuon.Muon has two rates, one for its Muon step and "
+        "one for the AdamW step of the variables that are not weight matrices (embeddings, norms, "
+        "biases, the output layer), so its grid pairs each Muon rate with AdamW rates from Keras "
+        "AdamW's own grid. Each family's best setting is the one with the lowest final "
+        "held-out loss. When another kerasmuon setting reaches the target in fewer steps, it gets a "
         "row of its own (\"fewest steps\"). "
         "\"To AdamW's final loss\" is the first evaluation at which the held-out loss is at or "
         "below the final held-out loss of the best AdamW run, so it is resolved to the evaluation "
@@ -232,12 +236,12 @@ def time_to_quality_section(results, out_dir):
         ]
         edges = []
         for row in task["rows"]:
-            grid = ", ".join(f"{rate:g}" for rate in row["grid"])
+            grid = grid_text(row)
             if row["best_at_grid_edge"] and row["selection"] == "lowest loss":
                 edges.append(row["label"])
             label = row["label"] + (" (fewest steps)" if row["selection"] == "fewest steps" else "")
             lines.append(
-                f"| {label} | {row['learning_rate']:g} ({grid}) | {fmt(row['steps_to_target'], 'd')} "
+                f"| {label} | {row['setting']} ({grid}) | {fmt(row['steps_to_target'], 'd')} "
                 f"| {fmt(row['step_ratio'], '.2f', '-')} | {fmt(row['seconds_to_target'], '.1f')} "
                 f"| {fmt(row['seconds_ratio'], '.2f', '-')} | {row['final_loss']:.4f} "
                 f"| {row['final_accuracy']:.4f} | {milliseconds(row['median_step_seconds'])} "
@@ -255,6 +259,15 @@ def time_to_quality_section(results, out_dir):
     return lines
 
 
+def grid_text(row):
+    """Return a row's grid: its rates, and for kerasmuon the AdamW step rates paired with them."""
+    rates = ", ".join(f"{rate:g}" for rate in row["grid"])
+    if not row.get("adamw_grid"):
+        return rates
+    adamw_rates = ", ".join(f"{rate:g}" for rate in row["adamw_grid"])
+    return f"{rates} x {adamw_rates}"
+
+
 def budget_table(task):
     """Return the comparison at shorter budgets, read from the same runs."""
     if not task.get("budgets"):
@@ -264,8 +277,8 @@ def budget_table(task):
         "The same runs compared at shorter budgets: the target is the best AdamW loss after that "
         "many steps, and every family's best rate is chosen again at that point.",
         "",
-        "| budget (steps) | AdamW rate | target loss | kerasmuon rate | steps ratio | seconds ratio "
-        "| kerasmuon rate, fewest steps | steps ratio | seconds ratio |",
+        "| budget (steps) | AdamW rate | target loss | kerasmuon rates | steps ratio | seconds ratio "
+        "| kerasmuon rates, fewest steps | steps ratio | seconds ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for budget in task["budgets"]:
@@ -273,9 +286,9 @@ def budget_table(task):
         muon = [row for row in budget["rows"] if row["family"] == "kerasmuon"]
         best, fastest = muon[0], muon[-1]
         lines.append(
-            f"| {budget['steps']} | {adamw['learning_rate']:g} | {adamw['final_loss']:.4f} "
-            f"| {best['learning_rate']:g} | {fmt(best['step_ratio'], '.2f', 'not reached')} "
-            f"| {fmt(best['seconds_ratio'], '.2f', 'not reached')} | {fastest['learning_rate']:g} "
+            f"| {budget['steps']} | {adamw['setting']} | {adamw['final_loss']:.4f} "
+            f"| {best['setting']} | {fmt(best['step_ratio'], '.2f', 'not reached')} "
+            f"| {fmt(best['seconds_ratio'], '.2f', 'not reached')} | {fastest['setting']} "
             f"| {fmt(fastest['step_ratio'], '.2f', 'not reached')} | {fmt(fastest['seconds_ratio'], '.2f', 'not reached')} |"
         )
     return lines
@@ -437,12 +450,13 @@ def write(results, out_dir):
 def plot_time_to_quality(task, path):
     figure, (by_step, by_second) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
 
-    best = {(row["family"], row["learning_rate"]) for row in task["rows"]}
-    fastest = {(row["family"], row["learning_rate"]) for row in task["rows"] if row["selection"] == "fewest steps"}
+    best = {(row["family"], row["setting"]) for row in task["rows"]}
+    fastest = {(row["family"], row["setting"]) for row in task["rows"] if row["selection"] == "fewest steps"}
     for run in task["runs"]:
-        key = (run["family"], run["learning_rate"])
+        setting = run["setting"]
+        key = (run["family"], setting)
         is_best = key in best
-        label = f"{run['label']}, lr {run['learning_rate']:g}" if is_best else None
+        label = f"{run['label']}, lr {setting}" if is_best else None
         # The documented Keras Muon is AdamW under another name, so its curve
         # lies on AdamW's. Dashes keep both visible.
         linestyle = "--" if run["family"] == "keras_muon_documented" else "-"
