@@ -221,9 +221,9 @@ def time_functions(calls, repeats, min_seconds=1.0, max_rounds=200):
     for function, arguments in calls:
         block_until_ready(function(*arguments))
     seconds = [[] for _ in calls]
-    started_all = time.perf_counter()
+    rounds_started = time.perf_counter()
     rounds = 0
-    while rounds < max_rounds and (rounds < repeats or time.perf_counter() - started_all < min_seconds):
+    while rounds < max_rounds and (rounds < repeats or time.perf_counter() - rounds_started < min_seconds):
         for samples, (function, arguments) in zip(seconds, calls):
             started = time.perf_counter()
             block_until_ready(function(*arguments))
@@ -238,12 +238,13 @@ def time_functions(calls, repeats, min_seconds=1.0, max_rounds=200):
 def newton_schulz_flops(view, steps):
     """Return the FLOPs (2 per multiply-add) of kerasmuon's `steps` quintic iterations.
 
-    With the shorter side n and the longer side m, a group of k iterations
-    that share one Gram matrix computes that matrix (2 n^2 m), k squares of
-    it, k - 1 products of the polynomials and 2 (k - 1) products for the
-    next Gram matrix (2 n^3 each), and one product with X (2 n^2 m): in all
-    4 n^2 m + (8 k - 6) n^3. One iteration at a time (k = 1) is
-    4 n^2 m + 2 n^3. Element-wise terms and the normalization are left out.
+    Take the shorter side n and the longer side m. A group of k iterations
+    that share one Gram matrix computes that matrix and one product with X
+    (2 n^2 m each). On the small matrices it computes k products for the
+    polynomials, k - 1 products of polynomials and 2 (k - 1) products for
+    the next Gram matrix (2 n^3 each). In all that is 4 n^2 m + (8 k - 6) n^3,
+    and 4 n^2 m + 2 n^3 for one iteration at a time (k = 1). Element-wise
+    terms and the normalization are left out.
     """
     from kerasmuon.newton_schulz import iteration_groups
 
