@@ -23,6 +23,10 @@ def compute_dtype(dtype):
 # grouping saves work from r = 1.5 on.
 ELONGATED_RATIO = 1.5
 
+# Divisors are at least the smallest normal float32, so that a zero matrix
+# stays zero, in one operation instead of a comparison and a selection.
+_SMALLEST_NORMAL = 2.0**-126
+
 # At most this many iterations run on the Gram matrix alone. In float32,
 # each rounding of that matrix moves its smallest eigenvalues by about 1e-7,
 # and every further step without X amplifies the move. On the elongated
@@ -67,10 +71,9 @@ def orthogonalize(matrix, coefficients, steps, scale=1.0):
         gram = _gram(x, wide)
         factor = None
         if index == 0:
-            squared_norm = ops.trace(gram)
-            squared_norm = ops.where(squared_norm > 0, squared_norm, ops.ones_like(squared_norm))
+            squared_norm = ops.maximum(ops.trace(gram), _SMALLEST_NORMAL)
             gram = gram / squared_norm
-            factor = ops.reciprocal(ops.sqrt(squared_norm))
+            factor = ops.rsqrt(squared_norm)
         if index == len(groups) - 1 and scale != 1.0:
             factor = scale if factor is None else factor * scale
 
@@ -139,6 +142,5 @@ def _divide_by_peak(x):
     This keeps the squares of the Gram matrix in range, so entries near
     1e-30 or 1e30 in float32 neither underflow nor overflow.
     """
-    peak = ops.max(ops.abs(x))
-    return x / ops.where(peak > 0, peak, ops.ones_like(peak))
-
+    peak = ops.maximum(ops.max(ops.abs(x)), _SMALLEST_NORMAL)
+    return x / peak
