@@ -45,7 +45,7 @@ GRIDS = {
             "keras_muon_documented": [0.002, 0.004, 0.008, 0.016],
         },
         "quick": {
-            "kerasmuon": [(0.04, 0.004)],
+            "kerasmuon": [(0.02, 0.004)],
             "adamw": [0.004],
             "keras_muon_documented": [0.004],
         },
