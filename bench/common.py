@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: optimizers, timing, load and counting."""
 
 import os
+import re
 import resource
 import statistics
 import time
@@ -78,16 +79,14 @@ def make_keras_muon_as_documented(learning_rate):
     return keras.optimizers.Muon(learning_rate=learning_rate, exclude_layers="output_dense")
 
 
-def make_keras_muon_closest(learning_rate, ns_steps=6):
-    """Build keras.optimizers.Muon configured as close to kerasmuon.Muon as it allows.
+def keras_muon_closest_settings(ns_steps=6):
+    """Return the arguments that configure keras.optimizers.Muon as close to kerasmuon.Muon as it allows.
 
     The same exclusion (as a list), Newton-Schulz steps, AdamW learning-rate
     ratio and weight decays. Keras's RMS rescaling is off, because kerasmuon
-    scales by sqrt(max(1, fan_out / fan_in)) instead. Keras 3.15 still gives
-    3D and 4D kernels (Conv, MultiHeadAttention) the AdamW step.
+    scales by sqrt(max(1, fan_out / fan_in)) instead.
     """
-    return keras.optimizers.Muon(
-        learning_rate=learning_rate,
+    return dict(
         exclude_layers=["output_dense"],
         ns_steps=ns_steps,
         adam_lr_ratio=0.1,
@@ -95,6 +94,38 @@ def make_keras_muon_closest(learning_rate, ns_steps=6):
         adam_weight_decay=0.1,
         rms_rate=None,
     )
+
+
+def make_keras_muon_closest(learning_rate, ns_steps=6):
+    """Build keras.optimizers.Muon with `keras_muon_closest_settings()`.
+
+    Keras 3.15 still gives 3D and 4D kernels (Conv, MultiHeadAttention) the
+    AdamW step.
+    """
+    return keras.optimizers.Muon(learning_rate=learning_rate, **keras_muon_closest_settings(ns_steps))
+
+
+class KerasMuonOnConvKernels(keras.optimizers.Muon):
+    """keras.optimizers.Muon that also gives 4D kernels its Muon step.
+
+    Keras 3.15 sends every variable whose rank is not 2 to the AdamW step,
+    and its constructor has no argument to change that. This subclass lets
+    Conv2D kernels through; `exclude_layers` still applies to them. Keras's
+    Newton-Schulz function then works on the last two axes of the kernel,
+    so a 3x3 kernel is 9 matrices of shape (input channels, filters), each
+    orthogonalized on its own, where kerasmuon orthogonalizes one matrix of
+    shape (9 x input channels, filters).
+    """
+
+    def _should_use_adamw(self, variable):
+        if len(variable.shape) == 4:
+            return any(re.search(pattern, variable.path) for pattern in self.exclude_layers)
+        return super()._should_use_adamw(variable)
+
+
+def make_keras_muon_on_conv_kernels(learning_rate, ns_steps=6):
+    """Build `KerasMuonOnConvKernels` with the settings of `make_keras_muon_closest()`."""
+    return KerasMuonOnConvKernels(learning_rate=learning_rate, **keras_muon_closest_settings(ns_steps))
 
 
 def compile_model(model, optimizer, jit_compile="auto"):

@@ -6,7 +6,7 @@ Usage:
 
 Quick mode runs every benchmark at a small size (a few minutes on 2 CPU
 cores) to check that the harness works. Full mode makes the published
-table (about 20 to 30 minutes on 2 CPU cores).
+table (about an hour on 2 CPU cores).
 """
 
 import argparse
