@@ -111,10 +111,10 @@ class KerasMuonOnConvKernels(keras.optimizers.Muon):
     Keras 3.15 sends every variable whose rank is not 2 to the AdamW step,
     and its constructor has no argument to change that. This subclass lets
     Conv2D kernels through; `exclude_layers` still applies to them. Keras's
-    Newton-Schulz function then works on the last two axes of the kernel,
-    so a 3x3 kernel is 9 matrices of shape (input channels, filters), each
-    orthogonalized on its own, where kerasmuon orthogonalizes one matrix of
-    shape (9 x input channels, filters).
+    Newton-Schulz function then works on the last two axes of the kernel.
+    So it orthogonalizes a 3x3 kernel as 9 separate matrices of shape
+    (input channels, filters), and kerasmuon as one matrix of shape
+    (9 x input channels, filters).
     """
 
     def _should_use_adamw(self, variable):

@@ -31,11 +31,11 @@ MODELS = {
     ],
 }
 
-# (rounds, steps per round) of the interleaved step timing. Step-time
-# ratios are taken within each round and their median reported, so that a
-# change in machine load between rounds cancels out; in earlier runs with 5
-# rounds, the ratio of overall medians for the same two configurations
-# varied by up to 7% from run to run.
+# (rounds, steps per round) of the interleaved step timing. The report
+# takes step-time ratios within each round and gives their median, so that
+# a change in machine load between rounds cancels out. With 5 rounds, the
+# ratio of overall medians of the same two configurations varied by up to
+# 7% between runs on the 2-core benchmark machine.
 ROUNDS = {"quick": (3, 3), "full": (15, 3)}
 
 # Sides of the square matmuls whose best throughput is reported as the
