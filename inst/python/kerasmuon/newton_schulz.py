@@ -27,6 +27,14 @@ ELONGATED_RATIO = 1.5
 # stays zero, in one operation instead of a comparison and a selection.
 _SMALLEST_NORMAL = 2.0**-126
 
+# Lower bound of the squared norm after `_divide_by_peak`. The largest
+# magnitude is then 1, or at least 2^-23 when a subnormal peak was clamped.
+# So a nonzero matrix has a squared norm of at least 2^-46, and only a zero
+# matrix meets the bound. The bound keeps the folded coefficient c s^2 f of
+# `_polynomial_product` below 2 * 2^115, which is finite in float32, so a
+# zero matrix stays zero.
+_SQUARED_NORM_FLOOR = 2.0**-46
+
 # At most this many iterations run on the Gram matrix alone. In float32,
 # each rounding of that matrix moves its smallest eigenvalues by about 1e-7,
 # and every further step without X amplifies the move. On the elongated
@@ -56,8 +64,8 @@ def orthogonalize(matrix, coefficients, steps, scale=1.0):
 
     X itself is read and written as few times as possible. The squared
     Frobenius norm is the trace of the first Gram matrix, and the division
-    by the norm and the multiplication by `scale` are applied to the small
-    products.
+    by the norm and the multiplication by `scale` are folded into the
+    coefficients of the polynomials, so they take no pass over a matrix.
     """
     if steps < 1:
         raise ValueError(f"`steps` must be at least 1, got {steps!r}.")
@@ -69,17 +77,16 @@ def orthogonalize(matrix, coefficients, steps, scale=1.0):
     groups = iteration_groups(matrix.shape, steps)
     for index, count in enumerate(groups):
         gram = _gram(x, wide)
+        gram_scale = None
         factor = None
         if index == 0:
-            squared_norm = ops.maximum(ops.trace(gram), _SMALLEST_NORMAL)
-            gram = gram / squared_norm
+            squared_norm = ops.maximum(ops.trace(gram), _SQUARED_NORM_FLOOR)
+            gram_scale = 1.0 / squared_norm
             factor = ops.rsqrt(squared_norm)
         if index == len(groups) - 1 and scale != 1.0:
             factor = scale if factor is None else factor * scale
 
-        product = _polynomial_product(gram, identity, coefficients, count)
-        if factor is not None:
-            product = product * factor
+        product = _polynomial_product(gram, identity, coefficients, count, gram_scale, factor)
         x = ops.matmul(product, x) if wide else ops.matmul(x, product)
     return x
 
@@ -102,20 +109,34 @@ def _gram(x, wide):
     return ops.matmul(ops.transpose(x), x)
 
 
-def _polynomial_product(gram, identity, coefficients, count):
-    """Return the product of the P's of `count` iterations that start from `gram`.
+def _polynomial_product(gram, identity, coefficients, count, gram_scale=None, factor=None):
+    """Return `factor` times the product of the P's of `count` iterations that start from `gram`.
 
+    The iterations run on G = s H, with s = `gram_scale` and H = `gram`.
+    Both scalars are folded into the coefficients, so they cost no pass
+    over the matrices. This works because a I + G (b I + c G) equals
+    a I + H (b s I + c s^2 H), and the next Gram matrix P G P equals
+    s P H P, so the loop carries H and s.
     The P's are polynomials in the same Gram matrix, so they commute, and
     their product can be formed in any order.
     """
     a, b, c = coefficients
+    if gram_scale is not None:
+        b = b * gram_scale
+        c = c * gram_scale * gram_scale
     product = None
     for index in range(count):
-        # a I + G (b I + c G) equals a I + b G + c G^2 and takes one
+        last = index == count - 1
+        # a I + H (b I + c H) equals a I + b H + c H^2 and takes one
         # element-wise operation fewer, which matters on small matrices.
-        polynomial = a * identity + ops.matmul(gram, b * identity + c * gram)
+        if last and factor is not None:
+            polynomial = (a * factor) * identity + ops.matmul(
+                gram, (b * factor) * identity + (c * factor) * gram
+            )
+        else:
+            polynomial = a * identity + ops.matmul(gram, b * identity + c * gram)
         product = polynomial if product is None else ops.matmul(product, polynomial)
-        if index < count - 1:
+        if not last:
             gram = ops.matmul(polynomial, ops.matmul(gram, polynomial))
     return product
 
