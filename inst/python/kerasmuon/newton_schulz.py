@@ -115,8 +115,9 @@ def _polynomial_product(gram, identity, coefficients, count, gram_scale=None, fa
     The iterations run on G = s H, with s = `gram_scale` and H = `gram`.
     Both scalars are folded into the coefficients, so they cost no pass
     over the matrices. This works because a I + G (b I + c G) equals
-    a I + H (b s I + c s^2 H), and the next Gram matrix P G P equals
-    s P H P, so the loop carries H and s.
+    a I + H (b s I + c s^2 H). The next Gram matrix P G P equals s P H P,
+    so the loop carries H and s.
+
     The P's are polynomials in the same Gram matrix, so they commute, and
     their product can be formed in any order.
     """
@@ -127,18 +128,23 @@ def _polynomial_product(gram, identity, coefficients, count, gram_scale=None, fa
     product = None
     for index in range(count):
         last = index == count - 1
-        # a I + H (b I + c H) equals a I + b H + c H^2 and takes one
-        # element-wise operation fewer, which matters on small matrices.
         if last and factor is not None:
-            polynomial = (a * factor) * identity + ops.matmul(
-                gram, (b * factor) * identity + (c * factor) * gram
-            )
+            polynomial = _polynomial(gram, identity, a * factor, b * factor, c * factor)
         else:
-            polynomial = a * identity + ops.matmul(gram, b * identity + c * gram)
+            polynomial = _polynomial(gram, identity, a, b, c)
         product = polynomial if product is None else ops.matmul(product, polynomial)
         if not last:
             gram = ops.matmul(polynomial, ops.matmul(gram, polynomial))
     return product
+
+
+def _polynomial(gram, identity, a, b, c):
+    """Return a I + b H + c H^2 for H = `gram`.
+
+    It is formed as a I + H (b I + c H), which takes one element-wise
+    operation fewer and matters on small matrices.
+    """
+    return a * identity + ops.matmul(gram, b * identity + c * gram)
 
 
 def muon_update(direction, view, coefficients, steps):
