@@ -110,7 +110,7 @@ class KerasMuonOnConvKernels(keras.optimizers.Muon):
 
     Keras 3.15 sends every variable whose rank is not 2 to the AdamW step,
     and its constructor has no argument to change that. This subclass lets
-    Conv2D kernels through; `exclude_layers` still applies to them. Keras's
+    Conv2D kernels through, unless `exclude_layers` matches them. Keras's
     Newton-Schulz function then works on the last two axes of the kernel.
     So it orthogonalizes a 3x3 kernel as 9 separate matrices of shape
     (input channels, filters), and kerasmuon as one matrix of shape

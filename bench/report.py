@@ -73,11 +73,8 @@ def target_rows(results):
         load = step_cost["load"]
         for model in step_cost["models"]:
             for jit_compile in (False, True):
-                for ours, theirs, routing in STEP_COMPARISONS:
-                    paired = paired_ratio(model, ours, theirs, jit_compile)
-                    if paired is None:
-                        continue
-                    middle, low, high = paired
+                for ours, theirs, routing in step_comparisons(model):
+                    middle, low, high = paired_ratio(model, ours, theirs, jit_compile)
                     rows.append(
                         (
                             f"{model['model']}, jit_compile={jit_compile}{routing}: our step / Keras Muon's "
@@ -137,14 +134,22 @@ def target_rows(results):
     return rows
 
 
-# (ours, Keras's, text) of the step-time targets: configurations that
-# orthogonalize the same variables. On a model without Conv layers only the
-# first pair ran.
-STEP_COMPARISONS = [
+# (ours, Keras's, text) of the step-time targets. Each pair orthogonalizes
+# the same variables. On a model with Conv layers, kerasmuon.Muon and
+# Keras's Muon with its own routing do not, so the Conv routings replace
+# that pair.
+DENSE_COMPARISONS = [("kerasmuon", "keras_muon_closest", "")]
+CONV_COMPARISONS = [
     ("kerasmuon", "keras_muon_on_conv", ", Conv kernels on the Muon step in both"),
-    ("kerasmuon", "keras_muon_closest", ""),
     ("kerasmuon_keras_routing", "keras_muon_closest", ", Conv kernels on AdamW in both (Keras's routing)"),
 ]
+
+
+def step_comparisons(model):
+    """Return the step-time target pairs that apply to `model`."""
+    if step_row(model, "keras_muon_on_conv", False) is not None:
+        return CONV_COMPARISONS
+    return DENSE_COMPARISONS
 
 
 def step_row(model, optimizer, jit_compile):
@@ -156,20 +161,9 @@ def step_row(model, optimizer, jit_compile):
 
 
 def paired_ratio(model, optimizer, reference, jit_compile):
-    """Return the median and quartiles of the per-round ratios of two configurations' step times.
-
-    Returns None when either did not run, or when the model has Conv layers
-    and `reference` is Keras's own routing but `optimizer` is not, because
-    those two orthogonalize different variables.
-    """
+    """Return the median and quartiles of the per-round ratios of two configurations' step times."""
     ours = step_row(model, optimizer, jit_compile)
     theirs = step_row(model, reference, jit_compile)
-    if ours is None or theirs is None:
-        return None
-    has_conv = step_row(model, "keras_muon_on_conv", jit_compile) is not None
-    if has_conv and optimizer == "kerasmuon" and reference == "keras_muon_closest":
-        return None
-
     ratios = sorted(a / b for a, b in zip(ours["round_medians"], theirs["round_medians"]))
     quartile = len(ratios) // 4
     return statistics.median(ratios), ratios[quartile], ratios[-1 - quartile]

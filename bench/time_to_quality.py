@@ -60,9 +60,9 @@ GRIDS = {
 # transformer are 10 epochs of 297 full batches, twice the main job's 5.
 # Muon's lead in steps grows with the budget. In a trial run with kerasmuon
 # at 0.01 / 0.008 and AdamW at 0.004, Muon reached AdamW's held-out loss in
-# 0.61x its steps at 759, 0.56x at 1,485 and 0.49x at 2,970. The shorter budgets stay in the
-# report, because summarize() compares the runs at a quarter and a half of
-# the budget too. 660 steps of the CNN are 15 epochs of 44 batches. Longer,
+# 0.61x its steps at 759, 0.56x at 1,485 and 0.49x at 2,970. The report
+# keeps the shorter budgets, because summarize() also compares the runs at
+# a quarter and a half of the budget. 660 steps of the CNN are 15 epochs of 44 batches. Longer,
 # both optimizers reach held-out losses near 0.01 on 359 images, where the
 # target is set by noise. The transformer is evaluated every 33 steps, 1.1%
 # of the budget, because the steps ratio is resolved to the evaluation
