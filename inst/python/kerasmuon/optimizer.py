@@ -284,14 +284,18 @@ class Muon(keras.optimizers.Optimizer):
         if route.step == routing.MUON:
             step_lr = ops.cast(learning_rate, dtype)
             update = self._muon_direction(gradient, index, route.matrix_view)
+            update_lr = step_lr
         else:
             step_lr = ops.cast(learning_rate * self.adam_lr_ratio, dtype)
-            update = self._adamw_direction(gradient, index, dtype)
+            update, correction = self._adamw_direction(gradient, index, dtype)
+            update_lr = step_lr * correction
 
-        new_value = value - step_lr * update
+        # The scalar factors are multiplied first, so that the new value
+        # takes three element-wise operations: value - update_lr * update,
+        # with the value first scaled by 1 - decay * step_lr.
         if self.weight_decay is not None and self._use_weight_decay(variable):
-            decay = ops.cast(self.weight_decay, dtype)
-            new_value = new_value - value * decay * step_lr
+            value = value * (1 - ops.cast(self.weight_decay, dtype) * step_lr)
+        new_value = value - update_lr * update
         self.assign(variable, ops.cast(new_value, variable.dtype))
 
     def _muon_direction(self, gradient, index, view):
@@ -307,6 +311,11 @@ class Muon(keras.optimizers.Optimizer):
         return muon_update(direction, view, coefficients, self.ns_steps)
 
     def _adamw_direction(self, gradient, index, dtype):
+        """Update the moments and return the AdamW direction and its bias correction.
+
+        The correction is a scalar, which the caller folds into the
+        learning rate instead of multiplying the direction by it.
+        """
         first_moment = self._momentums[index]
         second_moment = self._velocities[index]
         new_first = first_moment + (gradient - first_moment) * (1 - self.adam_beta_1)
@@ -320,7 +329,7 @@ class Muon(keras.optimizers.Optimizer):
         beta_1_power = ops.power(ops.cast(self.adam_beta_1, dtype), step)
         beta_2_power = ops.power(ops.cast(self.adam_beta_2, dtype), step)
         correction = ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        return correction * new_first / (ops.sqrt(new_second) + self.epsilon)
+        return new_first / (ops.sqrt(new_second) + self.epsilon), correction
 
     def _apply_weight_decay(self, variables):
         # Weight decay is applied in update_step instead, because it uses the
