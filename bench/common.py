@@ -266,21 +266,18 @@ def time_functions(calls, repeats, min_seconds=1.0, max_rounds=200):
 # FLOP model -----------------------------------------------------------------
 
 
-def newton_schulz_flops(view, steps):
-    """Return the FLOPs (2 per multiply-add) of kerasmuon's `steps` quintic iterations.
+def newton_schulz_flops(view, steps, jit_compile):
+    """Return the FLOPs (2 per multiply-add) of the matmuls of kerasmuon's `steps` iterations on `view`.
 
-    Take the shorter side n and the longer side m. A group of k iterations
-    that share one Gram matrix computes that matrix and one product with X
-    (2 n^2 m each). On the small matrices it computes k products for the
-    polynomials, k - 1 products of polynomials and 2 (k - 1) products for
-    the next Gram matrix (2 n^3 each). In all that is 4 n^2 m + (8 k - 6) n^3,
-    and 4 n^2 m + 2 n^3 for one iteration at a time (k = 1). Element-wise
-    terms and the normalization are left out.
+    They are the products `kerasmuon.newton_schulz.products` lists, which a
+    test checks against the computation, for this backend with or without
+    `jit_compile`. Element-wise terms and the normalization are left out.
     """
-    from kerasmuon.newton_schulz import iteration_groups
+    from kerasmuon.newton_schulz import products
 
-    n, m = sorted(int(side) for side in view)
-    return sum(4 * n * n * m + (8 * k - 6) * n ** 3 for k in iteration_groups(view, steps))
+    xla = keras.backend.backend() == "jax" or (keras.backend.backend() == "tensorflow" and bool(jit_compile))
+    shapes = products(view, steps, xla=xla)
+    return sum(2 * rows * inner * columns for rows, inner, columns in shapes)
 
 
 def process_memory():
