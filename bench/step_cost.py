@@ -200,10 +200,10 @@ def whole_product_flops(view, steps):
     """Return the FLOPs of `matmul_chain_function` for one view.
 
     Take the shorter side n and the longer side m. A group of k iterations
-    computes the Gram matrix and one product with X (2 n^2 m each), and on
-    the small matrices k products for the polynomials, k - 1 products of
-    polynomials and 2 (k - 1) products for the next Gram matrix (2 n^3
-    each): 4 n^2 m + (8 k - 6) n^3 in all.
+    computes the Gram matrix and one product with X, 2 n^2 m FLOPs each.
+    On the small matrices it computes k products for the polynomials, k - 1
+    products of polynomials and 2 (k - 1) products for the next Gram
+    matrix, 2 n^3 FLOPs each. That is 4 n^2 m + (8 k - 6) n^3 in all.
     """
     from kerasmuon.newton_schulz import iteration_groups
 

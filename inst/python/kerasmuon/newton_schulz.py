@@ -28,9 +28,9 @@ ELONGATED_RATIO = 1.5
 _SMALLEST_NORMAL = 2.0**-126
 
 # Symmetric products with at least this many rows are formed in blocks,
-# with 3/4 of the multiplications (see `_symmetric_blocks()`): from 1024
-# rows when XLA compiles the step, which is always the case on JAX and with
-# `jit_compile` on TensorFlow, and from 2048 rows otherwise. Measured on 2
+# with 3/4 of the multiplications (see `_symmetric_blocks()`). The first
+# threshold applies when XLA compiles the step, as JAX always does and
+# TensorFlow does with `jit_compile`, and the second otherwise. Measured on 2
 # CPU cores, the time of 6 iterations with blocks against without them was,
 # on 1024 x 1024 matrices, 0.91 with TensorFlow and XLA and 0.81 with JAX,
 # but 1.00 to 1.11 in TensorFlow graphs without XLA and 0.99 with PyTorch.
@@ -122,7 +122,7 @@ def iteration_groups(shape, steps):
 def symmetric_blocks_from(xla=None):
     """Return the number of rows from which symmetric products are formed in blocks.
 
-    `xla` says whether XLA compiles the computation. With `None`, it is
+    `xla` is whether XLA compiles the computation. With `None`, it is
     found from the context: JAX always compiles with XLA, TensorFlow when
     the graph being traced has `jit_compile`, and PyTorch never.
     """
