@@ -239,6 +239,9 @@ def time_to_quality_section(results, out_dir):
         "below the final held-out loss of the best AdamW run, so it is resolved to the evaluation "
         "interval. Seconds add up the train_on_batch calls (tracing of the first call included, "
         "evaluations left out); the runs are interleaved, one evaluation interval each in turn. "
+        "Before a task's runs start, the benchmark collects the garbage of earlier tasks and "
+        "freezes the surviving objects (`gc.freeze()`), so that no timed step pays for a full "
+        "collection over objects of another benchmark. "
         "All runs use `jit_compile=\"auto\"`, Keras's default.",
         "",
         "The documented Keras Muon row is `keras.optimizers.Muon(exclude_layers = \"output_dense\")`, "

@@ -153,6 +153,21 @@ def run_task(task, mode, seed, loads):
     batches = batch_order(len(task.x_train), task.batch_size, steps, seed)
     warm_up(task, batches[0])
 
+    with common.collector_set_aside():
+        runs = start_runs(task, mode, initial_weights, x_valid, y_valid)
+        common.log(f"{task.name}: {len(runs)} runs of {steps} steps, evaluated every {interval}")
+        train_interleaved(runs, task, batches, interval, x_valid, y_valid, loads)
+
+    for run in runs:
+        run.pop("model")
+        run["median_step_seconds"] = common.median(run["step_seconds"][1:])
+        run["first_step_seconds"] = run["step_seconds"][0]
+        del run["step_seconds"]
+    return summarize(task, runs, steps, interval, len(x_valid))
+
+
+def start_runs(task, mode, initial_weights, x_valid, y_valid):
+    """Compile a model from `initial_weights` for every setting of the grid."""
     runs = []
     for family, settings in GRIDS[task.name][mode].items():
         label, factory = FAMILIES[family]
@@ -177,8 +192,12 @@ def run_task(task, mode, seed, loads):
                     "step_seconds": [],
                 }
             )
-    common.log(f"{task.name}: {len(runs)} runs of {steps} steps, evaluated every {interval}")
+    return runs
 
+
+def train_interleaved(runs, task, batches, interval, x_valid, y_valid, loads):
+    """Train the runs one evaluation interval each in turn, recording their curves."""
+    steps = len(batches)
     for start in range(0, steps, interval):
         stop = min(start + interval, steps)
         loads.sample()
@@ -195,13 +214,6 @@ def run_task(task, mode, seed, loads):
             summary = ", ".join(f"{run['family']}@{run['setting']} {run['loss'][-1]:.3f}" for run in runs)
             common.log(f"{task.name} step {stop}: {summary}")
     loads.sample()
-
-    for run in runs:
-        run.pop("model")
-        run["median_step_seconds"] = common.median(run["step_seconds"][1:])
-        run["first_step_seconds"] = run["step_seconds"][0]
-        del run["step_seconds"]
-    return summarize(task, runs, steps, interval, len(x_valid))
 
 
 def first_reaching(run, target):
