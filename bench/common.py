@@ -205,16 +205,11 @@ def timed_train_steps(model, batches):
 
 
 @contextlib.contextmanager
-def collector_set_aside():
-    """Collect garbage, then keep the survivors out of later collections.
+def frozen_earlier_objects():
+    """Run the enclosed code after a full collection, with the surviving objects frozen.
 
-    A benchmark that runs after another finds its garbage still in memory:
-    Keras models hold reference cycles, which only a full collection frees.
-    That collection, over a million objects after the transformer's runs,
-    took 0.8 s and more, and fell into whichever timed step allocated
-    enough to start it. Collecting first and freezing what survives
-    (`gc.freeze()`) leaves each timed step with the collections its own
-    objects cause, as in a fresh process.
+    Keras models hold reference cycles, so the garbage of earlier benchmarks waits for a full
+    collection, which took 0.8 s after the transformer's runs and would land in a timed step.
     """
     gc.collect()
     gc.freeze()

@@ -153,7 +153,7 @@ def run_task(task, mode, seed, loads):
     batches = batch_order(len(task.x_train), task.batch_size, steps, seed)
     warm_up(task, batches[0])
 
-    with common.collector_set_aside():
+    with common.frozen_earlier_objects():
         runs = start_runs(task, mode, initial_weights, x_valid, y_valid)
         common.log(f"{task.name}: {len(runs)} runs of {steps} steps, evaluated every {interval}")
         train_interleaved(runs, task, batches, interval, x_valid, y_valid, loads)
@@ -167,7 +167,7 @@ def run_task(task, mode, seed, loads):
 
 
 def start_runs(task, mode, initial_weights, x_valid, y_valid):
-    """Compile a model from `initial_weights` for every setting of the grid."""
+    """Compile a model from `initial_weights` for each grid setting and return the run records."""
     runs = []
     for family, settings in GRIDS[task.name][mode].items():
         label, factory = FAMILIES[family]
@@ -196,7 +196,7 @@ def start_runs(task, mode, initial_weights, x_valid, y_valid):
 
 
 def train_interleaved(runs, task, batches, interval, x_valid, y_valid, loads):
-    """Train the runs one evaluation interval each in turn, recording their curves."""
+    """Train each run for one evaluation interval in turn, recording step times and held-out loss."""
     steps = len(batches)
     for start in range(0, steps, interval):
         stop = min(start + interval, steps)
